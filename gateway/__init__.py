@@ -1,0 +1,18 @@
+"""The gateway: write jobs into the outbox inside the caller's own transaction.
+
+``enqueue`` and ``enqueue_many`` join the caller's open transaction (a SQLAlchemy ``Session`` or
+``Connection``) and never commit: the business row and the job row commit together or not at all.
+"""
+
+from gateway.enqueue import JobSpec, enqueue, enqueue_many
+from outbox.errors import InvalidJobError, JobConflictError
+from outbox.new_job import EnqueueLimits
+
+__all__ = [
+    "EnqueueLimits",
+    "InvalidJobError",
+    "JobConflictError",
+    "JobSpec",
+    "enqueue",
+    "enqueue_many",
+]

@@ -1,0 +1,122 @@
+"""The in-process enqueue API: one job or many, one round trip, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from outbox import queries
+from outbox.errors import InvalidJobError, JobConflictError
+from outbox.new_job import EnqueueLimits, NewJob
+
+DEFAULT_LIMITS = EnqueueLimits()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for :func:`enqueue_many`; the fields mean what :func:`enqueue`'s arguments mean."""
+
+    type: str
+    payload: Any
+    job_id: str | None = None
+    key: str | None = None
+    topic: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    headers: Mapping[str, str] | None = field(default=None)
+
+
+def enqueue(
+    session: Session | Connection,
+    type: str,
+    payload: Any,
+    *,
+    job_id: str | None = None,
+    key: str | None = None,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    topic: str | None = None,
+    limits: EnqueueLimits = DEFAULT_LIMITS,
+    notify: bool = True,
+) -> str:
+    """Add one job to the caller's open transaction and return its ``job_id``; never commits.
+
+    ``job_id`` defaults to a new UUID and ``key`` (the ordering key) to the ``job_id``. Higher
+    ``priority`` runs first. ``max_attempts`` None follows the worker's policy for the type.
+    Enqueueing an existing ``job_id`` with the same type, payload, key and topic changes nothing;
+    with other content it raises :class:`JobConflictError` naming the ``job_id``. Bad input raises
+    :class:`InvalidJobError` naming the field before the database is touched.
+    """
+    spec = JobSpec(type, payload, job_id, key, topic, priority, run_at, max_attempts, headers)
+    return _insert(session, [_validated(spec, limits)], notify)[0]
+
+
+def enqueue_many(
+    session: Session | Connection,
+    jobs: Sequence[JobSpec],
+    *,
+    limits: EnqueueLimits = DEFAULT_LIMITS,
+    notify: bool = True,
+) -> list[str]:
+    """Add many jobs in one round trip; return their ``job_id`` in the order given; never commits.
+
+    Every job is validated before anything is sent. When some ``job_id`` exists with other
+    content, :class:`JobConflictError` names them all; the other jobs were added to the
+    transaction, which the caller should roll back.
+    """
+    new_jobs = []
+    for i, spec in enumerate(jobs):
+        try:
+            new_jobs.append(_validated(spec, limits))
+        except InvalidJobError as exc:
+            raise InvalidJobError(f"jobs[{i}].{exc.field}", exc.message) from None
+    _refuse_inner_duplicates(new_jobs)
+    return _insert(session, new_jobs, notify)
+
+
+def _insert(session: Session | Connection, new_jobs: Sequence[NewJob], notify: bool) -> list[str]:
+    conn = session.connection() if isinstance(session, Session) else session
+    inserted = set(queries.insert_jobs(conn, new_jobs, notify=notify))
+    existing = [j for j in new_jobs if j.job_id not in inserted]
+    if existing:
+        conflicts = queries.find_conflicting_jobs(conn, existing)
+        if conflicts:
+            raise JobConflictError(conflicts)
+    return [j.job_id for j in new_jobs]
+
+
+def _validated(spec: JobSpec, limits: EnqueueLimits) -> NewJob:
+    return NewJob.build(
+        spec.type,
+        spec.payload,
+        job_id=spec.job_id,
+        key=spec.key,
+        topic=spec.topic,
+        priority=spec.priority,
+        run_at=spec.run_at,
+        max_attempts=spec.max_attempts,
+        headers=spec.headers,
+        limits=limits,
+    )
+
+
+def _refuse_inner_duplicates(new_jobs: Sequence[NewJob]) -> None:
+    seen: dict[str, NewJob] = {}
+    for i, job in enumerate(new_jobs):
+        first = seen.setdefault(job.job_id, job)
+        if first is not job and _content(first) != _content(job):
+            raise InvalidJobError(
+                f"jobs[{i}].job_id", f"{job.job_id!r} appears twice with different content"
+            )
+
+
+def _content(job: NewJob) -> tuple[str, str, str, str | None]:
+    return (job.type, job.payload_json, job.key, job.topic)

@@ -1,0 +1,144 @@
+"""Commands of the ``outbox`` program: schema, read side, and the embedded dev stack."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from outbox import migrations_runner, queries
+from outbox.cli import render
+from outbox.cli.dev import run_dev
+from outbox.cli.options import aware_datetime
+from outbox.database import create_engine
+from outbox.errors import OutboxError
+from outbox.logging_setup import configure_logging
+from outbox.settings import Settings, load_settings
+from outbox.states import JobStatus
+
+app = typer.Typer(
+    help="Transactional outbox for PostgreSQL: enqueue, relay, process, operate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="Inspect jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@contextmanager
+def _database() -> Iterator[sa.Connection]:
+    """A connection to the configured database, closed afterwards; errors become one clear line."""
+    settings = _settings()
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except sa.exc.OperationalError as exc:
+        where = sa.make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise OutboxError(f"cannot reach the database at {where}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply the schema migrations to OUTBOX_DATABASE_URL (never done at service start)."""
+    settings = _settings()
+    migrations_runner.upgrade(settings.database_url, revision)
+    with _database() as conn:
+        current = ", ".join(migrations_runner.current_revisions(conn)) or "base"
+    out.print(f"database at revision {current}")
+
+
+@app.command()
+def stats(as_json: JsonFlag = False) -> None:
+    """Jobs per status and the age of the oldest due PENDING job."""
+    with _database() as conn:
+        backlog = queries.backlog_stats(conn)
+    if as_json:
+        render.print_json(out, render.stats_as_json(backlog))
+    else:
+        out.print(render.stats_table(backlog))
+
+
+@jobs_app.command("list")
+def list_jobs(
+    status: Annotated[list[JobStatus] | None, typer.Option(help="Repeat for several.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Job type.")] = None,
+    key: Annotated[str | None, typer.Option(help="Ordering key.")] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows per page.")] = 50,
+    before_id: Annotated[
+        int | None, typer.Option(help="Page cursor: 'next' of the last page.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs, newest first, one page at a time (keyset pagination)."""
+    job_filter = queries.JobFilter(
+        statuses=frozenset(status) if status else None,
+        type=type_,
+        key=key,
+        created_after=aware_datetime(since, "--since"),
+        created_before=aware_datetime(until, "--until"),
+    )
+    with _database() as conn:
+        records = queries.list_jobs(conn, job_filter, limit=limit, before_id=before_id)
+    next_cursor = records[-1].id if len(records) == limit else None
+    if as_json:
+        jobs = [r.to_json_dict() for r in records]
+        render.print_json(out, {"jobs": jobs, "next": next_cursor})
+        return
+    out.print(render.jobs_table(records))
+    if next_cursor is not None:
+        out.print(f"next page: --before-id {next_cursor}")
+
+
+@jobs_app.command("show")
+def show_job(job_id: str, as_json: JsonFlag = False) -> None:
+    """One job in full. Exits 1 when no job has this job_id."""
+    with _database() as conn:
+        record = queries.get_job(conn, job_id)
+    if record is None:
+        err.print(f"no job with job_id {job_id!r}")
+        raise typer.Exit(1)
+    if as_json:
+        render.print_json(out, record.to_json_dict())
+    else:
+        out.print(render.job_detail_table(record))
+
+
+@app.command()
+def dev(
+    jobs: Annotated[int, typer.Option(min=0, help="Demo jobs to enqueue.")] = 200,
+) -> None:
+    """Everything on the embedded default: no external service, no Docker."""
+    run_dev(out, demo_jobs=jobs)
+
+
+def main() -> None:
+    """Entry point: bad settings or an unreachable database print one line, never a traceback."""
+    try:
+        app()
+    except OutboxError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        sys.exit(2)

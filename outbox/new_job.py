@@ -1,0 +1,162 @@
+"""A job as a caller asks for it, validated before the database is touched.
+
+Every refusal raises :class:`~outbox.errors.InvalidJobError` naming the field, so a bad job never
+becomes a stack trace from PostgreSQL (jsonb refuses NUL characters, for one) or a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from outbox.errors import InvalidJobError
+
+TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,249}")  # Kafka's own rule for topic names
+MAX_ID_LENGTH = 255
+MAX_PRIORITY = 32767  # smallint
+MAX_ATTEMPTS_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class EnqueueLimits:
+    """Bounds on what one job may carry; the gateway takes them from settings."""
+
+    max_payload_bytes: int = 1_048_576
+    max_headers_bytes: int = 16_384
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """One validated job, its payload and headers already encoded as JSON text."""
+
+    job_id: str
+    type: str
+    payload_json: str
+    key: str
+    topic: str | None
+    priority: int
+    run_at: datetime | None
+    max_attempts: int | None
+    headers_json: str
+
+    @classmethod
+    def build(
+        cls,
+        type: str,
+        payload: Any,
+        *,
+        job_id: str | None = None,
+        key: str | None = None,
+        topic: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        limits: EnqueueLimits = EnqueueLimits(),  # frozen, so one shared default is safe
+    ) -> NewJob:
+        """Validate a caller's job; raise :class:`InvalidJobError` naming the first bad field."""
+        _check_type(type)
+        job_id = str(uuid.uuid4()) if job_id is None else _check_identifier("job_id", job_id)
+        key = job_id if key is None else _check_identifier("key", key)
+        if topic is not None and (not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic)):
+            raise InvalidJobError("topic", "must be 1-249 characters of A-Z a-z 0-9 . _ -")
+        _check_int("priority", priority, 0, MAX_PRIORITY)
+        if max_attempts is not None:
+            _check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+        if run_at is not None:
+            _check_run_at(run_at)
+        return cls(
+            job_id=job_id,
+            type=type,
+            payload_json=_encode_payload(payload, limits.max_payload_bytes),
+            key=key,
+            topic=topic,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            headers_json=_encode_headers(headers, limits.max_headers_bytes),
+        )
+
+
+def _check_type(value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidJobError("type", "must be a non-empty string")
+    if not TYPE_PATTERN.fullmatch(value):
+        raise InvalidJobError(
+            "type", "must start with a letter or digit and use only A-Z a-z 0-9 _ . : - (max 200)"
+        )
+
+
+def _check_identifier(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidJobError(field, "must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidJobError(field, f"must be at most {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidJobError(field, "must not contain NUL characters")
+    return value
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobError(field, "must be an integer")
+    if not low <= value <= high:
+        raise InvalidJobError(field, f"must be between {low} and {high}")
+
+
+def _check_run_at(value: object) -> None:
+    if not isinstance(value, datetime):
+        raise InvalidJobError("run_at", "must be a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidJobError("run_at", "must be timezone-aware (a naive time is ambiguous)")
+
+
+def _encode_payload(payload: Any, max_bytes: int) -> str:
+    try:
+        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError("payload", f"is not JSON-serialisable: {exc}") from None
+    if len(encoded.encode()) > max_bytes:
+        raise InvalidJobError("payload", f"is larger than the limit of {max_bytes} bytes")
+    # json escapes NUL as \u0000, and so may a literal backslash followed by "u0000": look closer.
+    if "\\u0000" in encoded:
+        where = next(_nul_paths(payload, "payload"), None)
+        if where is not None:
+            raise InvalidJobError(where, "must not contain NUL characters (jsonb refuses them)")
+    return encoded
+
+
+def _nul_paths(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str) and "\x00" in k:
+                yield f"{path} (a key)"
+            yield from _nul_paths(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _nul_paths(v, f"{path}[{i}]")
+
+
+def _encode_headers(headers: Mapping[str, str] | None, max_bytes: int) -> str:
+    if headers is None:
+        return "{}"
+    if not isinstance(headers, Mapping):
+        raise InvalidJobError("headers", "must be a mapping of strings to strings")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise InvalidJobError("headers", "must be a mapping of non-empty strings to strings")
+        if "\x00" in name or "\x00" in value:
+            raise InvalidJobError(f"headers.{name}", "must not contain NUL characters")
+    encoded = json.dumps(dict(headers), separators=(",", ":"))
+    if len(encoded.encode()) > max_bytes:
+        raise InvalidJobError("headers", f"are larger than the limit of {max_bytes} bytes")
+    return encoded

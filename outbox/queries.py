@@ -1,0 +1,585 @@
+"""Every statement that reads or moves job rows: a table of contents of what can happen to a job.
+
+Rules every function here keeps:
+- a transition is one statement whose WHERE clause guards the expected states (from
+  :mod:`outbox.states`) and, where a lease applies, the lease token, so two actors never both win;
+- time comes from ``now``, which defaults to the database clock (tests pass it to move time);
+- nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Connection
+
+from outbox.job_record import BacklogStats, ClaimedJob, JobRecord, Lease
+from outbox.new_job import NewJob
+from outbox.schema import TIMESTAMP, jobs
+from outbox.states import FINISHED_STATES, JobStatus, sources_of
+
+S = JobStatus
+NOTIFY_CHANNEL = "outbox_jobs"
+"""LISTEN/NOTIFY channel that wakes the relay and the table-source worker; payloads are tiny."""
+
+_CLAIMED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.job_id,
+    jobs.c.type,
+    jobs.c.payload,
+    jobs.c.key,
+    jobs.c.topic,
+    jobs.c.attempts,
+    jobs.c.max_attempts,
+    jobs.c.headers,
+    jobs.c.lease_token,
+    jobs.c.locked_until,
+)
+
+
+def _now(now: datetime | None) -> sa.ColumnElement[datetime]:
+    return sa.func.coalesce(sa.literal(now, TIMESTAMP), sa.func.now())
+
+
+def _in(states: Iterable[JobStatus]) -> sa.ColumnElement[bool]:
+    return jobs.c.status.in_(sorted(s.value for s in states))
+
+
+def _ids_array(values: Sequence[int]) -> sa.BindParameter[list[int]]:
+    return sa.literal(list(values), pg.ARRAY(sa.BigInteger))
+
+
+def _text_array(values: Sequence[str | None]) -> sa.BindParameter[list[str | None]]:
+    return sa.literal(list(values), pg.ARRAY(sa.Text))
+
+
+def _picked_ids(select_ids: sa.Select[tuple[int]]) -> sa.ColumnElement[bool]:
+    # `id = ANY(ARRAY(subquery))` pins an InitPlan plus primary-key lookups; `id IN (subquery)`
+    # was planned as a scan of the whole table (DESIGN.md, performance notes).
+    return jobs.c.id == sa.any_(sa.func.array(select_ids.scalar_subquery()))
+
+
+def _effective_max_attempts(
+    default: int, by_type: Mapping[str, int] | None
+) -> sa.ColumnElement[int]:
+    per_type = sa.cast(sa.literal(json.dumps(dict(by_type or {}))), pg.JSONB)
+    return sa.func.coalesce(
+        jobs.c.max_attempts, sa.cast(per_type.op("->>")(jobs.c.type), sa.Integer), default
+    )
+
+
+# --- enqueue -------------------------------------------------------------------------------------
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob], *, notify: bool = True) -> list[str]:
+    """Insert jobs in one round trip; return the ``job_id`` of each row actually inserted.
+
+    A ``job_id`` that already exists is left alone (``ON CONFLICT DO NOTHING``); compare its
+    content with :func:`find_conflicting_jobs`. With ``notify``, one NOTIFY wakes listeners
+    when the transaction commits (PostgreSQL folds repeats within a transaction).
+    """
+    if not new_jobs:
+        return []
+    params: dict[str, Any] = {
+        "job_ids": [j.job_id for j in new_jobs],
+        "types": [j.type for j in new_jobs],
+        "payloads": [j.payload_json for j in new_jobs],
+        "keys": [j.key for j in new_jobs],
+        "topics": [j.topic for j in new_jobs],
+        "priorities": [j.priority for j in new_jobs],
+        "run_ats": [j.run_at for j in new_jobs],
+        "max_attempts": [j.max_attempts for j in new_jobs],
+        "headers": [j.headers_json for j in new_jobs],
+        "channel": NOTIFY_CHANNEL,
+    }
+    statement = _INSERT_NOTIFY if notify else _INSERT
+    return [row[0] for row in conn.execute(statement, params)]
+
+
+_INSERT_SQL = """
+INSERT INTO outbox_jobs (job_id, type, payload, key, topic, priority, run_at, max_attempts, headers)
+SELECT u.job_id, u.type, u.payload::jsonb, u.key, u.topic, u.priority, coalesce(u.run_at, now()),
+       u.max_attempts, u.headers::jsonb
+FROM unnest(CAST(:job_ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
+            CAST(:keys AS text[]), CAST(:topics AS text[]), CAST(:priorities AS smallint[]),
+            CAST(:run_ats AS timestamptz[]), CAST(:max_attempts AS int[]), CAST(:headers AS text[]))
+     WITH ORDINALITY AS u(job_id, type, payload, key, topic, priority, run_at, max_attempts,
+                          headers, n)
+ORDER BY u.n
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+_INSERT = sa.text(_INSERT_SQL)
+_INSERT_NOTIFY = sa.text(
+    f"WITH inserted AS ({_INSERT_SQL}), wake AS (SELECT pg_notify(:channel, 'pending'))"
+    " SELECT inserted.job_id FROM inserted, wake"
+)
+
+
+def find_conflicting_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
+    """The ``job_id`` of each job that exists with other type, payload, key or topic."""
+    if not new_jobs:
+        return []
+    params = {
+        "job_ids": [j.job_id for j in new_jobs],
+        "types": [j.type for j in new_jobs],
+        "payloads": [j.payload_json for j in new_jobs],
+        "keys": [j.key for j in new_jobs],
+        "topics": [j.topic for j in new_jobs],
+    }
+    return [row[0] for row in conn.execute(_CONFLICTS, params)]
+
+
+_CONFLICTS = sa.text("""
+SELECT e.job_id
+FROM outbox_jobs AS e
+JOIN unnest(CAST(:job_ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
+            CAST(:keys AS text[]), CAST(:topics AS text[])) AS n(job_id, type, payload, key, topic)
+  ON e.job_id = n.job_id
+WHERE e.type <> n.type OR e.payload <> n.payload::jsonb OR e.key <> n.key
+   OR e.topic IS DISTINCT FROM n.topic
+ORDER BY e.id
+""")
+
+
+# --- worker: claim, finish, fail ---------------------------------------------------------------
+
+
+def claim_batch(
+    conn: Connection,
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    default_max_attempts: int,
+    max_attempts_by_type: Mapping[str, int] | None = None,
+    types: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due PENDING jobs: highest priority, then earliest due, then oldest.
+
+    Locked rows are skipped (``SKIP LOCKED``), so concurrent workers never wait for each other.
+    The attempt is counted here, and ``max_attempts`` is fixed from the policy if the job had none.
+    """
+    t = _now(now)
+    due = sa.select(jobs.c.id).where(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
+    if types is not None:
+        due = due.where(jobs.c.type.in_(list(types)))
+    picked = (
+        due.order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        sa.update(jobs)
+        .where(_picked_ids(picked), jobs.c.status == S.PENDING)
+        .values(_lease_values(worker_id, lease, t, default_max_attempts, max_attempts_by_type))
+        .returning(*_CLAIMED_COLUMNS)
+    )
+    claimed = [ClaimedJob.from_row(r) for r in conn.execute(statement).mappings()]
+    return sorted(claimed, key=lambda j: j.id)
+
+
+def claim_by_job_ids(
+    conn: Connection,
+    *,
+    job_ids: Sequence[str],
+    worker_id: str,
+    lease: timedelta,
+    default_max_attempts: int,
+    max_attempts_by_type: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+) -> list[ClaimedJob]:
+    """Claim jobs a broker delivered. A duplicate delivery finds nothing to claim.
+
+    PENDING counts as claimable too: a delivery can overtake the relay's mark of PUBLISHED.
+    """
+    if not job_ids:
+        return []
+    t = _now(now)
+    claimable = sa.or_(
+        jobs.c.status == S.PUBLISHED, sa.and_(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
+    )
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), claimable)
+        .values(_lease_values(worker_id, lease, t, default_max_attempts, max_attempts_by_type))
+        .returning(*_CLAIMED_COLUMNS)
+    )
+    claimed = [ClaimedJob.from_row(r) for r in conn.execute(statement).mappings()]
+    return sorted(claimed, key=lambda j: j.id)
+
+
+def _lease_values(
+    worker_id: str,
+    lease: timedelta,
+    t: sa.ColumnElement[datetime],
+    default_max_attempts: int,
+    max_attempts_by_type: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    return {
+        "status": S.PROCESSING.value,
+        "attempts": jobs.c.attempts + 1,
+        "max_attempts": _effective_max_attempts(default_max_attempts, max_attempts_by_type),
+        "locked_by": worker_id,
+        "locked_until": t + sa.literal(lease, sa.Interval),
+        "lease_token": sa.func.gen_random_uuid(),
+        "started_at": t,
+        "updated_at": t,
+    }
+
+
+def _holds_lease(lease: Lease) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        jobs.c.id == lease.id,
+        jobs.c.status == S.PROCESSING,
+        jobs.c.lease_token == sa.literal(lease.lease_token, pg.UUID(as_uuid=True)),
+    )
+
+
+_RELEASED_LEASE: dict[str, Any] = {"locked_by": None, "locked_until": None, "lease_token": None}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished handler run: the lease it ran under and its optional JSON result."""
+
+    lease: Lease
+    result_json: str | None = None
+
+
+def mark_completed(
+    conn: Connection, completions: Sequence[Completion], *, now: datetime | None = None
+) -> list[int]:
+    """PROCESSING -> COMPLETED for each job whose lease token still matches; return their ids.
+
+    A zombie (its lease was rescued and maybe claimed again) has an old token: nothing changes.
+    """
+    if not completions:
+        return []
+    done = (
+        sa.func.unnest(
+            _ids_array([c.lease.id for c in completions]),
+            sa.literal([c.lease.lease_token for c in completions], pg.ARRAY(pg.UUID(as_uuid=True))),
+            _text_array([c.result_json for c in completions]),
+        )
+        .table_valued("id", "lease_token", "result", name="done")
+        .render_derived()
+    )
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(
+            jobs.c.id == done.c.id,
+            jobs.c.lease_token == done.c.lease_token,
+            jobs.c.status == S.PROCESSING,
+        )
+        .values(
+            status=S.COMPLETED.value,
+            result=sa.cast(done.c.result, pg.JSONB),
+            finished_at=t,
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+        .returning(jobs.c.id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+def schedule_retry(
+    conn: Connection,
+    lease: Lease,
+    *,
+    retry_in: timedelta,
+    error: str,
+    traceback: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """PROCESSING -> FAILED, due again after ``retry_in``, if attempts remain and the lease holds.
+
+    Returns False when nothing changed: the lease was lost, or no attempts remain (then call
+    :func:`dead_letter`).
+    """
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(_holds_lease(lease), jobs.c.attempts < jobs.c.max_attempts)
+        .values(
+            status=S.FAILED.value,
+            run_at=t + sa.literal(retry_in, sa.Interval),
+            last_error=error,
+            last_traceback=traceback,
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def dead_letter(
+    conn: Connection,
+    lease: Lease,
+    *,
+    error: str,
+    traceback: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """PROCESSING -> DEAD (attempts used up, or a permanent error) if the lease still holds."""
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(_holds_lease(lease))
+        .values(
+            status=S.DEAD.value,
+            last_error=error,
+            last_traceback=traceback,
+            finished_at=t,
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+# --- relay ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishReceipt:
+    """Where the broker put a job's message (Kafka: topic, partition, offset; Redis: stream, id)."""
+
+    id: int
+    receipt: Mapping[str, Any] = field(default_factory=dict)
+
+
+def mark_published(
+    conn: Connection, receipts: Sequence[PublishReceipt], *, now: datetime | None = None
+) -> list[int]:
+    """PENDING -> PUBLISHED with the broker's receipt; call only after the broker acknowledged.
+
+    Rows no longer PENDING (a fast worker already claimed one) are left as they are.
+    """
+    if not receipts:
+        return []
+    acked = (
+        sa.func.unnest(
+            _ids_array([r.id for r in receipts]),
+            _text_array([json.dumps(dict(r.receipt)) for r in receipts]),
+        )
+        .table_valued("id", "receipt", name="acked")
+        .render_derived()
+    )
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.id == acked.c.id, jobs.c.status == S.PENDING)
+        .values(
+            status=S.PUBLISHED.value,
+            publish_receipt=sa.cast(acked.c.receipt, pg.JSONB),
+            published_at=t,
+            updated_at=t,
+        )
+        .returning(jobs.c.id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+# --- periodic duties -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RescuedJob:
+    """A job whose lease expired: back to PENDING for another attempt, or DEAD if none remain."""
+
+    id: int
+    job_id: str
+    status: JobStatus
+
+
+def rescue_expired(
+    conn: Connection, *, limit: int = 1000, now: datetime | None = None
+) -> list[RescuedJob]:
+    """PROCESSING with an expired lease -> PENDING (attempts remain) or DEAD. The attempt counts."""
+    t = _now(now)
+    expired = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status == S.PROCESSING, jobs.c.locked_until < t)
+        .order_by(jobs.c.locked_until)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    retry = jobs.c.attempts < jobs.c.max_attempts
+    statement = (
+        sa.update(jobs)
+        .where(_picked_ids(expired), jobs.c.status == S.PROCESSING, jobs.c.locked_until < t)
+        .values(
+            status=sa.case((retry, S.PENDING.value), else_=S.DEAD.value),
+            run_at=t,
+            last_error=sa.func.concat("lease expired; worker ", jobs.c.locked_by),
+            finished_at=sa.case((retry, None), else_=t),
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+        .returning(jobs.c.id, jobs.c.job_id, jobs.c.status)
+    )
+    rows = conn.execute(statement).all()
+    return sorted((RescuedJob(r.id, r.job_id, JobStatus(r.status)) for r in rows), key=_by_id)
+
+
+def _by_id(job: RescuedJob) -> int:
+    return job.id
+
+
+def promote_due_retries(conn: Connection, *, limit: int = 1000, now: datetime | None = None) -> int:
+    """FAILED whose backoff has passed -> PENDING; returns how many moved."""
+    t = _now(now)
+    due = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status == S.FAILED, jobs.c.run_at <= t)
+        .order_by(jobs.c.run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        sa.update(jobs)
+        .where(_picked_ids(due), jobs.c.status == S.FAILED)
+        .values(status=S.PENDING.value, updated_at=t)
+    )
+    return conn.execute(statement).rowcount
+
+
+def prune_finished(
+    conn: Connection,
+    *,
+    older_than: timedelta,
+    statuses: Iterable[JobStatus] = FINISHED_STATES,
+    limit: int = 1000,
+    now: datetime | None = None,
+) -> int:
+    """Delete up to ``limit`` finished rows whose ``finished_at`` is older than the retention."""
+    chosen = set(statuses)
+    if not chosen <= FINISHED_STATES:
+        unfinished = sorted(chosen - FINISHED_STATES)
+        raise ValueError(f"only finished states can be pruned, not {unfinished}")
+    cutoff = _now(now) - sa.literal(older_than, sa.Interval)
+    old = (
+        sa.select(jobs.c.id)
+        .where(_in(chosen), jobs.c.finished_at < cutoff)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(sa.delete(jobs).where(_picked_ids(old), _in(chosen))).rowcount
+
+
+# --- operators -----------------------------------------------------------------------------------
+
+
+def cancel(
+    conn: Connection, job_ids: Sequence[str], *, reason: str, now: datetime | None = None
+) -> list[str]:
+    """PENDING, PUBLISHED or FAILED -> CANCELLED; returns the ``job_id`` of each cancelled job."""
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(sources_of(S.CANCELLED)))
+        .values(status=S.CANCELLED.value, last_error=reason, finished_at=t, updated_at=t)
+        .returning(jobs.c.job_id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+REQUEUE_SOURCES = sources_of(S.PENDING) - {S.PROCESSING}
+"""What an operator may requeue: a lost publication, a waiting retry, a dead or cancelled job."""
+
+
+def requeue(conn: Connection, job_ids: Sequence[str], *, now: datetime | None = None) -> list[str]:
+    """PUBLISHED, FAILED, DEAD or CANCELLED -> PENDING, due now.
+
+    DEAD and CANCELLED jobs get a fresh set of attempts; the others keep theirs.
+    """
+    t = _now(now)
+    fresh = jobs.c.status.in_([S.DEAD.value, S.CANCELLED.value])
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(REQUEUE_SOURCES))
+        .values(
+            status=S.PENDING.value,
+            attempts=sa.case((fresh, 0), else_=jobs.c.attempts),
+            run_at=t,
+            finished_at=None,
+            updated_at=t,
+        )
+        .returning(jobs.c.job_id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get_job(conn: Connection, job_id: str) -> JobRecord | None:
+    """The job with this ``job_id``, or None."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    return None if row is None else JobRecord.from_row(row)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs to list; every field that is set must match."""
+
+    statuses: frozenset[JobStatus] | None = None
+    type: str | None = None
+    key: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def list_jobs(
+    conn: Connection, job_filter: JobFilter, *, limit: int = 50, before_id: int | None = None
+) -> list[JobRecord]:
+    """Newest first; pass the last row's ``id`` as ``before_id`` for the next page (keyset)."""
+    statement = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    conditions = []
+    if job_filter.statuses:
+        conditions.append(_in(job_filter.statuses))
+    if job_filter.type is not None:
+        conditions.append(jobs.c.type == job_filter.type)
+    if job_filter.key is not None:
+        conditions.append(jobs.c.key == job_filter.key)
+    if job_filter.created_after is not None:
+        conditions.append(jobs.c.created_at >= job_filter.created_after)
+    if job_filter.created_before is not None:
+        conditions.append(jobs.c.created_at < job_filter.created_before)
+    if before_id is not None:
+        conditions.append(jobs.c.id < before_id)
+    rows = conn.execute(statement.where(*conditions)).mappings()
+    return [JobRecord.from_row(r) for r in rows]
+
+
+def backlog_stats(conn: Connection, *, now: datetime | None = None) -> BacklogStats:
+    """Counts per status (zero included) and the age of the oldest due PENDING job."""
+    counts = dict.fromkeys(JobStatus, 0)
+    for status, count in conn.execute(
+        sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+    ):
+        counts[JobStatus(status)] = count
+    t = _now(now)
+    age = conn.execute(
+        sa.select(sa.func.extract("epoch", t - sa.func.min(jobs.c.run_at))).where(
+            jobs.c.status == S.PENDING, jobs.c.run_at <= t
+        )
+    ).scalar_one()
+    oldest = None if age is None else float(age)
+    return BacklogStats(counts=counts, oldest_pending_age_seconds=oldest)
+
+
+def new_lease_token() -> uuid.UUID:
+    """A token no lease holds; tests use it to play a zombie worker."""
+    return uuid.uuid4()

@@ -1,0 +1,67 @@
+"""Test helpers that put job rows in any state directly, and read them back whole."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbox.schema import jobs
+from outbox.states import FINISHED_STATES, JobStatus
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+"""A fixed 'now' for tests that drive time through the ``now`` parameter."""
+
+
+@dataclass(frozen=True)
+class PlacedJob:
+    id: int
+    job_id: str
+    lease_token: uuid.UUID | None
+
+
+def place_job(
+    conn: sa.Connection,
+    status: JobStatus,
+    *,
+    attempts: int = 1,
+    max_attempts: int | None = 3,
+    run_at: datetime = T0 - timedelta(minutes=5),
+    locked_until: datetime | None = None,
+    **columns: Any,
+) -> PlacedJob:
+    """Insert one job already in ``status``, as the system would have left it there."""
+    job_id = columns.pop("job_id", str(uuid.uuid4()))
+    token = uuid.uuid4() if status is JobStatus.PROCESSING else None
+    values: dict[str, Any] = {
+        "job_id": job_id,
+        "type": "test.job",
+        "payload": {"n": 1},
+        "key": job_id,
+        "status": status.value,
+        "attempts": attempts,
+        "max_attempts": max_attempts,
+        "run_at": run_at,
+        "created_at": T0 - timedelta(hours=1),
+    }
+    if status is JobStatus.PROCESSING:
+        values |= {"locked_by": "worker-a", "lease_token": token,
+                   "locked_until": locked_until or T0 - timedelta(seconds=1)}  # fmt: skip
+    if status in FINISHED_STATES:
+        values["finished_at"] = T0 - timedelta(days=30)
+    values |= columns
+    row_id = conn.execute(sa.insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
+    return PlacedJob(row_id, job_id, token)
+
+
+def read_row(conn: sa.Connection, row_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == row_id)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def status_of(conn: sa.Connection, row_id: int) -> JobStatus | None:
+    row = read_row(conn, row_id)
+    return None if row is None else JobStatus(row["status"])

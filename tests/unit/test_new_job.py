@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from outbox.errors import InvalidJobError
+from outbox.new_job import EnqueueLimits, NewJob
+
+
+def test_defaults_make_a_fresh_job_id_and_use_it_as_the_key() -> None:
+    job = NewJob.build("email.send", {"to": "x"})
+    assert job.key == job.job_id
+    assert len(job.job_id) == 36
+    assert NewJob.build("email.send", {}).job_id != job.job_id
+    assert (job.priority, job.max_attempts, job.run_at, job.headers_json) == (0, None, None, "{}")
+
+
+def test_payload_is_encoded_once_as_compact_json() -> None:
+    job = NewJob.build("t", {"a": [1, 2.5, None, "é"]})
+    assert json.loads(job.payload_json) == {"a": [1, 2.5, None, "é"]}
+
+
+def test_a_literal_backslash_u0000_text_is_not_mistaken_for_nul() -> None:
+    job = NewJob.build("t", {"s": "\\u0000"})
+    assert json.loads(job.payload_json) == {"s": "\\u0000"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"a": {"b": ["ok", "x\x00"]}}, "payload.a.b[1]"),
+        ({"k\x00": 1}, "payload (a key)"),
+        ("\x00", "payload"),
+    ],
+)
+def test_nul_characters_are_refused_with_their_path(payload: object, field: str) -> None:
+    with pytest.raises(InvalidJobError) as caught:
+        NewJob.build("t", payload)
+    assert caught.value.field == field
+
+
+def test_payload_limit_is_configurable() -> None:
+    NewJob.build("t", "x" * 90, limits=EnqueueLimits(max_payload_bytes=100))
+    with pytest.raises(InvalidJobError, match="100 bytes"):
+        NewJob.build("t", "x" * 120, limits=EnqueueLimits(max_payload_bytes=100))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"type": None}, "type"),
+        ({"type": ".starts-with-dot"}, "type"),
+        ({"type": "x" * 201}, "type"),
+        ({"job_id": "x" * 256}, "job_id"),
+        ({"job_id": 42}, "job_id"),
+        ({"key": "a\x00"}, "key"),
+        ({"topic": "no spaces"}, "topic"),
+        ({"priority": True}, "priority"),
+        ({"priority": 40000}, "priority"),
+        ({"priority": 1.5}, "priority"),
+        ({"max_attempts": 1001}, "max_attempts"),
+        ({"run_at": "2030-01-01T00:00:00Z"}, "run_at"),
+        ({"headers": {"a": 1}}, "headers"),
+        ({"headers": ["a"]}, "headers"),
+        ({"payload": {1, 2}}, "payload"),
+        ({"payload": float("inf")}, "payload"),
+    ],
+)
+def test_each_bad_field_is_named(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"type": "t", "payload": {}} | kwargs
+    with pytest.raises(InvalidJobError) as caught:
+        NewJob.build(**args)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_any_timezone_is_accepted_for_run_at() -> None:
+    tokyo = timezone(timedelta(hours=9))
+    for run_at in (datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=tokyo)):
+        assert NewJob.build("t", {}, run_at=run_at).run_at == run_at

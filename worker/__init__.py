@@ -1,0 +1,1 @@
+"""The worker: claims jobs, runs registered handlers, completes or backs off (worker issue)."""
