@@ -352,6 +352,68 @@ def dead_letter(
 
 
 @dataclass(frozen=True)
+class RelayRow:
+    """A committed, due PENDING job as the relay publishes it."""
+
+    id: int
+    job_id: str
+    type: str
+    key: str
+    topic: str | None
+    payload_json: str
+    attempts: int
+    headers: dict[str, str]
+
+
+def _visibility_horizon() -> sa.ColumnElement[int]:
+    # Every transaction below this id has finished; a row inserted by one at or above it may
+    # still be joined by an earlier row that commits later, so it waits.
+    return sa.cast(
+        sa.cast(sa.func.pg_snapshot_xmin(sa.func.pg_current_snapshot()), sa.Text), sa.BigInteger
+    )
+
+
+def fetch_relayable(conn: Connection, *, limit: int, now: datetime | None = None) -> list[RelayRow]:
+    """Lock up to ``limit`` due PENDING jobs below the visibility horizon, in ``id`` order.
+
+    A long-running writer holds publication back (it never reorders or skips it). Rows another
+    relay has locked are skipped. The locks last until the caller's transaction ends, so the
+    caller publishes, marks, and commits inside it.
+    """
+    statement = (
+        sa.select(
+            jobs.c.id,
+            jobs.c.job_id,
+            jobs.c.type,
+            jobs.c.key,
+            jobs.c.topic,
+            sa.cast(jobs.c.payload, sa.Text).label("payload_json"),
+            jobs.c.attempts,
+            jobs.c.headers,
+        )
+        .where(
+            jobs.c.status == S.PENDING,
+            jobs.c.run_at <= _now(now),
+            jobs.c.created_xid < _visibility_horizon(),
+        )
+        .order_by(jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [RelayRow(**row) for row in conn.execute(statement).mappings()]
+
+
+def horizon_delay_seconds(conn: Connection, *, now: datetime | None = None) -> float:
+    """How long the oldest due PENDING job held back by an open transaction has waited (0: none)."""
+    t = _now(now)
+    age = sa.func.extract("epoch", t - sa.func.min(jobs.c.run_at))
+    statement = sa.select(sa.func.coalesce(age, 0)).where(
+        jobs.c.status == S.PENDING, jobs.c.run_at <= t, jobs.c.created_xid >= _visibility_horizon()
+    )
+    return float(conn.execute(statement).scalar_one())
+
+
+@dataclass(frozen=True)
 class PublishReceipt:
     """Where the broker put a job's message (Kafka: topic, partition, offset; Redis: stream, id)."""
 

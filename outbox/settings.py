@@ -33,6 +33,22 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers.")
     redis_url: str = Field("redis://localhost:6379/0", description="Redis URL for Streams.")
+    default_topic: str = Field(
+        "outbox.jobs", description="Topic (Kafka) or stream (Redis) for jobs with no other route."
+    )
+    topics_by_type: dict[str, str] = Field(
+        default_factory=dict, description='Per-type routes as JSON, e.g. {"email.send": "emails"}.'
+    )
+    kafka_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings as JSON (SASL/SSL), passed through to the producer.",
+    )
+    redis_stream_prefix: str = Field("", description="Prefix of every Redis stream name.")
+    redis_maxlen: int = Field(1_000_000, ge=0, description="Approximate stream cap; 0: no trim.")
+    relay_batch_size: int = Field(500, ge=1, le=10_000, description="Rows per relay batch.")
+    publish_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long the relay waits for broker acks before retrying a batch."
+    )
     max_attempts: int = Field(5, ge=1, le=1000, description="Attempts before a job is DEAD.")
     retry_base_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles).")
     retry_max_seconds: float = Field(3600.0, gt=0, description="Cap on the retry delay.")

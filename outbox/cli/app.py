@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 
 from outbox import migrations_runner, queries
-from outbox.cli import render
+from outbox.cli import render, services
 from outbox.cli.dev import run_dev
 from outbox.cli.options import aware_datetime
 from outbox.database import create_engine
@@ -29,6 +30,7 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="Inspect jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
+log = logging.getLogger("outbox")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
@@ -125,6 +127,17 @@ def show_job(job_id: str, as_json: JsonFlag = False) -> None:
         render.print_json(out, record.to_json_dict())
     else:
         out.print(render.job_detail_table(record))
+
+
+@app.command()
+def relay() -> None:
+    """Publish committed jobs to OUTBOX_BROKER (kafka or redis) until SIGTERM or Ctrl-C."""
+    settings = _settings()
+    service = services.build_relay(settings)
+    services.stop_on_signals(service.stop_event)
+    log.info("relay started", extra={"broker": settings.broker})
+    service.run()
+    log.info("relay stopped")
 
 
 @app.command()
