@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck imports pytest migrations-check clean
+.PHONY: dev test lint typecheck imports pytest migrations-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ pytest: $(STAMP)
 # Single head, base -> head -> base -> head, and `alembic check` (also part of `make pytest`).
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/migrations
+
+# Prints figures; starts its own embedded servers. Quick look: BENCH_ARGS="--jobs 20000".
+bench: $(STAMP)
+	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

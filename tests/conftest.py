@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -128,6 +129,16 @@ def redis_url() -> Iterator[str]:
         return
     with embedded_redis() as server:
         yield f"redis://127.0.0.1:{server.port}/0"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client (decoding to str) on the session's Redis, closed after the test."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

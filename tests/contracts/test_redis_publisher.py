@@ -27,15 +27,6 @@ MakePublisher = Callable[..., RedisPublisher]
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A stream prefix of this test's own; every key under it is deleted afterwards."""
     value = f"contract:{uuid.uuid4().hex}:"

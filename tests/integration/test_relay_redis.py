@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -25,15 +24,8 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}:"
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield c
-    c.close()
-
-
 def test_republishing_after_a_lost_mark_adds_no_entry_and_keeps_the_receipt(
-    engine: Engine, redis_url: str, client: redis.Redis, prefix: str
+    engine: Engine, redis_url: str, redis_client: redis.Redis, prefix: str
 ) -> None:
     publisher = RedisPublisher(redis_url, stream_prefix=prefix)
     relay = Relay(engine, publisher, Router("jobs"))
@@ -52,10 +44,10 @@ def test_republishing_after_a_lost_mark_adds_no_entry_and_keeps_the_receipt(
         publisher.close()
 
     stream = f"{prefix}jobs"
-    assert client.xlen(stream) == 10
+    assert redis_client.xlen(stream) == 10
     with engine.connect() as conn:
         again = [r.publish_receipt for r in (queries.get_job(conn, j) for j in job_ids) if r]
     assert again == first
-    entries = client.xrange(stream)
+    entries = redis_client.xrange(stream)
     assert [e[1]["job_id"] for e in entries] == job_ids  # one key's jobs in id order
     assert {e[1]["attempt"] for e in entries} == {"1"}
