@@ -6,7 +6,7 @@ well-kept implementation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from tenacity import RetryCallState, wait_exponential_jitter
@@ -23,14 +23,19 @@ class BackoffPolicy:
     base_seconds: float = 1.0
     cap_seconds: float = 3600.0
     jitter_seconds: float = 1.0
+    _wait: wait_exponential_jitter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: tenacity caps at ``max`` itself, jitter included.
+        wait = wait_exponential_jitter(
+            multiplier=self.base_seconds, max=self.cap_seconds, jitter=self.jitter_seconds
+        )
+        object.__setattr__(self, "_wait", wait)
 
     def delay(self, attempt: int) -> timedelta:
         """How long to wait after failed attempt number ``attempt`` (1 for the first)."""
         if attempt < 1:
             raise ValueError(f"attempt counts from 1, got {attempt}")
-        wait = wait_exponential_jitter(
-            multiplier=self.base_seconds, max=self.cap_seconds, jitter=self.jitter_seconds
-        )
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = attempt
-        return timedelta(seconds=min(self.cap_seconds, wait(state)))
+        return timedelta(seconds=self._wait(state))

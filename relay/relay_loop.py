@@ -69,11 +69,13 @@ class Relay:
             deliveries = self._publisher.publish(messages)
             receipts = acked_in_key_order(messages, deliveries)
             queries.mark_published(conn, receipts)
-        for delivery in deliveries:
-            if not delivery.acked:
-                log.warning("publish failed; job stays PENDING", extra={"id": delivery.id,
-                            "error": delivery.error})  # fmt: skip
-        return BatchResult(len(rows), len(receipts), len(rows) - len(receipts))
+        failed = len(rows) - len(receipts)
+        if failed:
+            # One line per batch: an outage would otherwise log every row of every retry.
+            first_error = next((d.error for d in deliveries if not d.acked), None)
+            context = {"failed": failed, "batch": len(rows), "error": first_error}
+            log.warning("publish incomplete; unmarked jobs stay PENDING", extra=context)
+        return BatchResult(len(rows), len(receipts), failed)
 
     def run(self) -> None:
         """Publish until :attr:`stop_event` is set; back off (bounded) on outages, never spin."""
