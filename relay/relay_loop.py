@@ -18,9 +18,9 @@ from sqlalchemy.engine import Engine
 
 from outbox import queries
 from outbox.backoff import BackoffPolicy
+from outbox.wakeup import Waker
 from relay.publisher import Delivery, OutgoingMessage, Publisher
 from relay.routing import Router
-from relay.wakeup import Waker
 
 log = logging.getLogger(__name__)
 

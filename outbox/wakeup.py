@@ -1,4 +1,4 @@
-"""Waking the relay: LISTEN/NOTIFY when it works, a polling interval always.
+"""Waking a service (relay or worker): LISTEN/NOTIFY when it works, a polling interval always.
 
 Notifications only shorten the wait. When they are off (PgBouncer in transaction mode), or the
 listening session dies, the relay still polls, so no job waits longer than the interval.
