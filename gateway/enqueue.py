@@ -56,7 +56,7 @@ def enqueue(
     :class:`InvalidJobError` naming the field before the database is touched.
     """
     spec = JobSpec(type, payload, job_id, key, topic, priority, run_at, max_attempts, headers)
-    return _insert(session, [_validated(spec, limits)], notify)[0]
+    return insert_validated(session, [validate_job(spec, limits)], notify=notify).job_ids[0]
 
 
 def enqueue_many(
@@ -72,28 +72,49 @@ def enqueue_many(
     content, :class:`JobConflictError` names them all; the other jobs were added to the
     transaction, which the caller should roll back.
     """
+    return insert_validated(session, validate_jobs(jobs, limits), notify=notify).job_ids
+
+
+# The two halves of enqueue_many, for callers (the HTTP gateway) that check more between them.
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    """What :func:`insert_validated` did: every ``job_id`` in order, and which were new."""
+
+    job_ids: list[str]
+    inserted: frozenset[str]
+    """The jobs this call added; the others already existed with the same content."""
+
+
+def validate_jobs(jobs: Sequence[JobSpec], limits: EnqueueLimits = DEFAULT_LIMITS) -> list[NewJob]:
+    """Validate every job, without touching the database; fields are named ``jobs[i].<field>``."""
     new_jobs = []
     for i, spec in enumerate(jobs):
         try:
-            new_jobs.append(_validated(spec, limits))
+            new_jobs.append(validate_job(spec, limits))
         except InvalidJobError as exc:
             raise InvalidJobError(f"jobs[{i}].{exc.field}", exc.message) from None
     _refuse_inner_duplicates(new_jobs)
-    return _insert(session, new_jobs, notify)
+    return new_jobs
 
 
-def _insert(session: Session | Connection, new_jobs: Sequence[NewJob], notify: bool) -> list[str]:
+def insert_validated(
+    session: Session | Connection, new_jobs: Sequence[NewJob], *, notify: bool = True
+) -> EnqueueOutcome:
+    """Add validated jobs in one round trip, telling new jobs from idempotent repeats."""
     conn = session.connection() if isinstance(session, Session) else session
-    inserted = set(queries.insert_jobs(conn, new_jobs, notify=notify))
+    inserted = frozenset(queries.insert_jobs(conn, new_jobs, notify=notify))
     existing = [j for j in new_jobs if j.job_id not in inserted]
     if existing:
         conflicts = queries.find_conflicting_jobs(conn, existing)
         if conflicts:
             raise JobConflictError(conflicts)
-    return [j.job_id for j in new_jobs]
+    return EnqueueOutcome([j.job_id for j in new_jobs], inserted)
 
 
-def _validated(spec: JobSpec, limits: EnqueueLimits) -> NewJob:
+def validate_job(spec: JobSpec, limits: EnqueueLimits = DEFAULT_LIMITS) -> NewJob:
+    """Validate one job; :class:`InvalidJobError` names the bad field."""
     return NewJob.build(
         spec.type,
         spec.payload,

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from outbox.errors import InvalidJobError
@@ -21,6 +21,9 @@ TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,249}")  # Kafka's own rule for to
 MAX_ID_LENGTH = 255
 MAX_PRIORITY = 32767  # smallint
 MAX_ATTEMPTS_LIMIT = 1000
+# A surrogate code point on its own is not valid UTF-8: psycopg cannot send it and jsonb refuses
+# its \udXXX escape. Python strings (json.loads of "\ud800", for one) may hold them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class NewJob:
         if max_attempts is not None:
             _check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
         if run_at is not None:
-            _check_run_at(run_at)
+            run_at = _utc_run_at(run_at)
         return cls(
             job_id=job_id,
             type=type,
@@ -100,6 +103,8 @@ def _check_identifier(field: str, value: object) -> str:
         raise InvalidJobError(field, f"must be at most {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         raise InvalidJobError(field, "must not contain NUL characters")
+    if _SURROGATE.search(value):
+        raise InvalidJobError(field, "must not contain unpaired surrogates (not valid UTF-8)")
     return value
 
 
@@ -110,11 +115,16 @@ def _check_int(field: str, value: object, low: int, high: int) -> None:
         raise InvalidJobError(field, f"must be between {low} and {high}")
 
 
-def _check_run_at(value: object) -> None:
+def _utc_run_at(value: object) -> datetime:
     if not isinstance(value, datetime):
         raise InvalidJobError("run_at", "must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidJobError("run_at", "must be timezone-aware (a naive time is ambiguous)")
+    # The same instant in UTC: PostgreSQL refuses offsets past 15:59, Python allows up to 23:59.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJobError("run_at", "is outside the years 1-9999 in UTC") from None
 
 
 def _encode_payload(payload: Any, max_bytes: int) -> str:
@@ -124,26 +134,34 @@ def _encode_payload(payload: Any, max_bytes: int) -> str:
         raise InvalidJobError("payload", f"is not JSON-serialisable: {exc}") from None
     if len(encoded.encode()) > max_bytes:
         raise InvalidJobError("payload", f"is larger than the limit of {max_bytes} bytes")
-    # json escapes NUL as \u0000, and so may a literal backslash followed by "u0000": look closer.
-    if "\\u0000" in encoded:
-        where = next(_nul_paths(payload, "payload"), None)
-        if where is not None:
-            raise InvalidJobError(where, "must not contain NUL characters (jsonb refuses them)")
+    # json escapes NUL as \u0000 and surrogates as \udXXX, and so may a literal backslash
+    # followed by the same letters: look closer only then.
+    if "\\u0000" in encoded or "\\ud" in encoded:
+        refused = next(_refused_paths(payload, "payload"), None)
+        if refused is not None:
+            raise InvalidJobError(*refused)
     return encoded
 
 
-def _nul_paths(value: Any, path: str) -> Iterator[str]:
+def _refused_paths(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, message) of each string jsonb would refuse: NUL, or an unpaired surrogate."""
     if isinstance(value, str):
-        if "\x00" in value:
-            yield path
+        yield from _refused_text(value, path)
     elif isinstance(value, Mapping):
         for k, v in value.items():
-            if isinstance(k, str) and "\x00" in k:
-                yield f"{path} (a key)"
-            yield from _nul_paths(v, f"{path}.{k}")
+            if isinstance(k, str):
+                yield from _refused_text(k, f"{path} (a key)")
+            yield from _refused_paths(v, f"{path}.{k}")
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            yield from _nul_paths(v, f"{path}[{i}]")
+            yield from _refused_paths(v, f"{path}[{i}]")
+
+
+def _refused_text(text: str, path: str) -> Iterator[tuple[str, str]]:
+    if "\x00" in text:
+        yield path, "must not contain NUL characters (jsonb refuses them)"
+    elif _SURROGATE.search(text):
+        yield path, "must not contain unpaired surrogates (jsonb refuses them)"
 
 
 def _encode_headers(headers: Mapping[str, str] | None, max_bytes: int) -> str:
@@ -156,6 +174,8 @@ def _encode_headers(headers: Mapping[str, str] | None, max_bytes: int) -> str:
             raise InvalidJobError("headers", "must be a mapping of non-empty strings to strings")
         if "\x00" in name or "\x00" in value:
             raise InvalidJobError(f"headers.{name}", "must not contain NUL characters")
+        if _SURROGATE.search(name) or _SURROGATE.search(value):
+            raise InvalidJobError("headers", "must not contain unpaired surrogates")
     encoded = json.dumps(dict(headers), separators=(",", ":"))
     if len(encoded.encode()) > max_bytes:
         raise InvalidJobError("headers", f"are larger than the limit of {max_bytes} bytes")

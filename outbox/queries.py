@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from outbox.job_record import BacklogStats, ClaimedJob, JobRecord, Lease
 from outbox.new_job import NewJob
-from outbox.schema import TIMESTAMP, jobs
+from outbox.schema import TIMESTAMP, audit, jobs
 from outbox.states import FINISHED_STATES, JobStatus, sources_of
 
 S = JobStatus
@@ -161,17 +161,22 @@ def claim_batch(
     default_max_attempts: int,
     max_attempts_by_type: Mapping[str, int] | None = None,
     types: Sequence[str] | None = None,
+    exclude_types: Sequence[str] = (),
     now: datetime | None = None,
 ) -> list[ClaimedJob]:
     """Claim up to ``limit`` due PENDING jobs: highest priority, then earliest due, then oldest.
 
     Locked rows are skipped (``SKIP LOCKED``), so concurrent workers never wait for each other.
     The attempt is counted here, and ``max_attempts`` is fixed from the policy if the job had none.
+    ``types`` keeps only those types; ``exclude_types`` leaves those out (a worker claims the
+    types at their concurrency or rate limit separately, with a smaller limit).
     """
     t = _now(now)
     due = sa.select(jobs.c.id).where(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     if types is not None:
         due = due.where(jobs.c.type.in_(list(types)))
+    if exclude_types:
+        due = due.where(jobs.c.type.not_in(list(exclude_types)))
     picked = (
         due.order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
         .limit(limit)
@@ -348,6 +353,106 @@ def dead_letter(
     return conn.execute(statement).rowcount == 1
 
 
+def _leases_table(leases: Sequence[Lease], name: str) -> sa.TableValuedAlias:
+    return (
+        sa.func.unnest(
+            _ids_array([le.id for le in leases]),
+            sa.literal([le.lease_token for le in leases], pg.ARRAY(pg.UUID(as_uuid=True))),
+        )
+        .table_valued("id", "lease_token", name=name)
+        .render_derived()
+    )
+
+
+def extend_leases(
+    conn: Connection, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
+) -> list[int]:
+    """Heartbeat: push ``locked_until`` to ``now + lease`` for each lease still held; their ids.
+
+    A job missing from the answer was rescued (and maybe claimed again): its handler should stop.
+    """
+    if not leases:
+        return []
+    held = _leases_table(leases, "held")
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(
+            jobs.c.id == held.c.id,
+            jobs.c.lease_token == held.c.lease_token,
+            jobs.c.status == S.PROCESSING,
+        )
+        .values(locked_until=t + sa.literal(lease, sa.Interval), updated_at=t)
+        .returning(jobs.c.id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+def report_progress(
+    conn: Connection, lease: Lease, progress_json: str, *, now: datetime | None = None
+) -> bool:
+    """Store a running job's ``progress`` (JSON text) if the lease still holds."""
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(_holds_lease(lease))
+        .values(progress=sa.cast(sa.literal(progress_json, sa.Text), pg.JSONB), updated_at=t)
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def snooze(
+    conn: Connection, lease: Lease, *, run_in: timedelta, now: datetime | None = None
+) -> bool:
+    """PROCESSING -> PENDING, due after ``run_in``, the attempt given back (not a failure).
+
+    For a handler that asked to run later, and for a job over its rate limit.
+    """
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(_holds_lease(lease))
+        .values(
+            status=S.PENDING.value,
+            attempts=jobs.c.attempts - 1,
+            run_at=t + sa.literal(run_in, sa.Interval),
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def release_leases(
+    conn: Connection, leases: Sequence[Lease], *, now: datetime | None = None
+) -> list[int]:
+    """PROCESSING -> PENDING, due now, the attempt given back; returns the ids still held.
+
+    A worker shutting down hands back the jobs it could not finish within its grace period.
+    """
+    if not leases:
+        return []
+    given = _leases_table(leases, "given")
+    t = _now(now)
+    statement = (
+        sa.update(jobs)
+        .where(
+            jobs.c.id == given.c.id,
+            jobs.c.lease_token == given.c.lease_token,
+            jobs.c.status == S.PROCESSING,
+        )
+        .values(
+            status=S.PENDING.value,
+            attempts=jobs.c.attempts - 1,
+            run_at=t,
+            updated_at=t,
+            **_RELEASED_LEASE,
+        )
+        .returning(jobs.c.id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
 # --- relay ---------------------------------------------------------------------------------------
 
 
@@ -363,6 +468,15 @@ class RelayRow:
     payload_json: str
     attempts: int
     headers: dict[str, str]
+    due_at: datetime
+    """When the job became publishable: its commit (approximated by the insert) or ``run_at``."""
+
+
+def shard_of_key(shard_count: int) -> sa.ColumnElement[int]:
+    """The relay shard of a row: a hash of its key, so one key's jobs stay in one shard."""
+    # hashtext is stable across servers and versions of the same major; masking the sign
+    # bit keeps the remainder non-negative.
+    return sa.func.mod(sa.func.hashtext(jobs.c.key).op("&")(0x7FFF_FFFF), shard_count)
 
 
 def _visibility_horizon() -> sa.ColumnElement[int]:
@@ -373,13 +487,21 @@ def _visibility_horizon() -> sa.ColumnElement[int]:
     )
 
 
-def fetch_relayable(conn: Connection, *, limit: int, now: datetime | None = None) -> list[RelayRow]:
+def fetch_relayable(
+    conn: Connection,
+    *,
+    limit: int,
+    shards: tuple[int, Sequence[int]] | None = None,
+    now: datetime | None = None,
+) -> list[RelayRow]:
     """Lock up to ``limit`` due PENDING jobs below the visibility horizon, in ``id`` order.
 
     A long-running writer holds publication back (it never reorders or skips it). Rows another
     relay has locked are skipped. The locks last until the caller's transaction ends, so the
-    caller publishes, marks, and commits inside it.
+    caller publishes, marks, and commits inside it. ``shards`` = (shard count, the shards this
+    relay owns) limits the batch to those shards; None takes every shard.
     """
+    t = _now(now)
     statement = (
         sa.select(
             jobs.c.id,
@@ -390,27 +512,48 @@ def fetch_relayable(conn: Connection, *, limit: int, now: datetime | None = None
             sa.cast(jobs.c.payload, sa.Text).label("payload_json"),
             jobs.c.attempts,
             jobs.c.headers,
+            sa.func.greatest(jobs.c.created_at, jobs.c.run_at).label("due_at"),
         )
         .where(
             jobs.c.status == S.PENDING,
-            jobs.c.run_at <= _now(now),
+            jobs.c.run_at <= t,
             jobs.c.created_xid < _visibility_horizon(),
         )
         .order_by(jobs.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=jobs, skip_locked=True)
     )
+    if shards is not None:
+        shard_count, owned = shards
+        statement = statement.where(shard_of_key(shard_count) == sa.any_(_ids_array(owned)))
     return [RelayRow(**row) for row in conn.execute(statement).mappings()]
+
+
+@dataclass(frozen=True)
+class RelayLag:
+    """How far the relay is behind: the oldest due PENDING job, and the one held by the horizon."""
+
+    oldest_pending_age_seconds: float
+    horizon_delay_seconds: float
+
+
+def relay_lag(conn: Connection, *, now: datetime | None = None) -> RelayLag:
+    """Both relay gauges in one scan of the due PENDING rows (0 when there are none)."""
+    t = _now(now)
+    age = sa.func.extract("epoch", t - sa.func.min(jobs.c.run_at))
+    held = sa.func.extract(
+        "epoch", t - sa.func.min(jobs.c.run_at).filter(jobs.c.created_xid >= _visibility_horizon())
+    )
+    statement = sa.select(sa.func.coalesce(age, 0), sa.func.coalesce(held, 0)).where(
+        jobs.c.status == S.PENDING, jobs.c.run_at <= t
+    )
+    oldest, delay = conn.execute(statement).one()
+    return RelayLag(float(oldest), float(delay))
 
 
 def horizon_delay_seconds(conn: Connection, *, now: datetime | None = None) -> float:
     """How long the oldest due PENDING job held back by an open transaction has waited (0: none)."""
-    t = _now(now)
-    age = sa.func.extract("epoch", t - sa.func.min(jobs.c.run_at))
-    statement = sa.select(sa.func.coalesce(age, 0)).where(
-        jobs.c.status == S.PENDING, jobs.c.run_at <= t, jobs.c.created_xid >= _visibility_horizon()
-    )
-    return float(conn.execute(statement).scalar_one())
+    return relay_lag(conn, now=now).horizon_delay_seconds
 
 
 @dataclass(frozen=True)
@@ -645,3 +788,51 @@ def backlog_stats(conn: Connection, *, now: datetime | None = None) -> BacklogSt
 def new_lease_token() -> uuid.UUID:
     """A token no lease holds; tests use it to play a zombie worker."""
     return uuid.uuid4()
+
+
+# --- gateway and operators -----------------------------------------------------------------------
+
+BACKLOG_STATES = frozenset({S.PENDING, S.PUBLISHED})
+"""What counts towards a type's backlog: jobs waiting to be published or claimed."""
+
+
+def count_backlog(conn: Connection, job_type: str, *, limit: int) -> int:
+    """PENDING and PUBLISHED jobs of ``job_type``, counted up to ``limit`` (the answer is capped).
+
+    The cap keeps the cost bounded: the gateway only needs to know whether a bound is passed,
+    and counting a backlog of millions on every check would itself become the overload.
+    """
+    capped = (
+        sa.select(sa.literal(1))
+        .select_from(jobs)
+        .where(jobs.c.type == job_type, _in(BACKLOG_STATES))
+        .limit(limit)
+        .subquery()
+    )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
+
+
+def record_audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    job_filter: Mapping[str, Any],
+    count: int,
+    reason: str,
+    now: datetime | None = None,
+) -> int:
+    """Write down what an operator changed; call it in the transaction of the change. Its id."""
+    statement = (
+        sa.insert(audit)
+        .values(
+            at=_now(now),
+            actor=actor,
+            action=action,
+            filter=sa.cast(sa.literal(json.dumps(dict(job_filter)), sa.Text), pg.JSONB),
+            count=count,
+            reason=reason,
+        )
+        .returning(audit.c.id)
+    )
+    return int(conn.execute(statement).scalar_one())

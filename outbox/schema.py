@@ -92,3 +92,18 @@ sa.Index(
     "ix_outbox_jobs_finished", jobs.c.finished_at, postgresql_where=_in_states(FINISHED_STATES)
 )
 sa.Index("ix_outbox_jobs_key_id", jobs.c.key, jobs.c.id)
+
+# What operators did to jobs, written in the same transaction as the change itself.
+audit = sa.Table(
+    "outbox_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("at", TIMESTAMP, nullable=False, server_default=sa.func.now()),
+    sa.Column("actor", sa.Text, nullable=False),  # the gateway token's name, or the CLI user
+    sa.Column("action", sa.Text, nullable=False),  # retry, cancel, purge, ...
+    sa.Column("filter", pg.JSONB, nullable=False),  # which jobs: {"job_id": ...} or a filter
+    sa.Column("count", sa.Integer, nullable=False),  # how many jobs the change moved
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.CheckConstraint("count >= 0", name="count_not_negative"),
+)
+sa.Index("ix_outbox_audit_at", audit.c.at)

@@ -5,10 +5,12 @@ Built only in the composition root (the ``outbox`` command); nothing reads them 
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from outbox.errors import OutboxError
 
@@ -17,6 +19,18 @@ ENV_PREFIX = "OUTBOX_"
 
 class SettingsError(OutboxError):
     """The environment holds a setting that is missing or out of range; names each variable."""
+
+
+GatewayScope = Literal["jobs:write", "jobs:read", "jobs:admin"]
+
+
+class GatewayToken(BaseModel):
+    """One bearer token of the HTTP gateway, stored as the SHA-256 of the token, never the token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    scopes: Annotated[list[GatewayScope], Field(min_length=1)]
 
 
 class Settings(BaseSettings):
@@ -47,7 +61,19 @@ class Settings(BaseSettings):
     redis_maxlen: int = Field(1_000_000, ge=0, description="Approximate stream cap; 0: no trim.")
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Rows per relay batch.")
     publish_timeout_seconds: float = Field(
-        30.0, gt=0, description="How long the relay waits for broker acks before retrying a batch."
+        30.0,
+        ge=0.1,  # librdkafka refuses a message timeout at or below its 5 ms linger
+        description="How long the relay waits for broker acks before retrying a batch.",
+    )
+    relay_shards: int = Field(
+        16, ge=1, le=1024, description="Shards of the key space shared by relays; same on all."
+    )
+    probe_host: str = Field("0.0.0.0", description="Address of /healthz, /readyz, /metrics.")  # noqa: S104 - probes come from outside the pod
+    probe_port: int = Field(
+        9100, ge=0, le=65535, description="Port of /healthz, /readyz, /metrics (0: any free one)."
+    )
+    failpoints: str = Field(
+        "", description="Tests only: crash at named places, e.g. relay.after_mark=kill."
     )
     max_attempts: int = Field(5, ge=1, le=1000, description="Attempts before a job is DEAD.")
     retry_base_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles).")
@@ -56,8 +82,79 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(
         1.0, gt=0, description="Polling fallback when no notification arrives."
     )
+    worker_concurrency: int = Field(8, ge=1, le=1000, description="Handler threads per worker.")
+    worker_batch_size: int = Field(
+        100, ge=1, le=10_000, description="Most jobs one claim takes (never more than free slots)."
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="How long a stopping worker waits for running jobs to finish."
+    )
+    worker_group: str = Field(
+        "outbox-workers",
+        min_length=1,
+        description="Consumer group of broker-fed workers (Kafka group.id, Redis group): one "
+        "group per set of handlers.",
+    )
+    worker_topics: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description='Topics a broker-fed worker reads, as JSON, e.g. ["emails"]; empty: the '
+        "routes of its handlers' types.",
+    )
+    worker_redis_min_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a Redis entry sits unacked with a silent consumer before another "
+        "takes it over.",
+    )
+    max_attempts_by_type: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict, description='Per-type attempts as JSON, e.g. {"email.send": 10}.'
+    )
+    rate_limits_by_type: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-type rates as JSON, e.g. {"email.send": "10/s", "api": "2/s per key"}.',
+    )
+    promote_interval_seconds: float = Field(
+        1.0, gt=0, description="How often failed jobs whose backoff has passed become PENDING."
+    )
+    rescue_interval_seconds: float = Field(
+        5.0, gt=0, description="How often jobs with an expired lease are taken back."
+    )
+    prune_interval_seconds: float = Field(60.0, gt=0, description="How often finished rows go.")
+    retention_days: float = Field(
+        7.0, ge=0, description="Days a finished job is kept before it is pruned; 0 keeps them."
+    )
     notify: bool = Field(True, description="Send NOTIFY on enqueue (off behind PgBouncer).")
     max_payload_bytes: int = Field(1_048_576, ge=1, description="Largest payload accepted.")
+    gateway_host: str = Field("0.0.0.0", description="Address the HTTP gateway listens on.")  # noqa: S104 - served to other pods
+    gateway_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP gateway.")
+    gateway_tokens: dict[str, GatewayToken] = Field(
+        default_factory=dict,
+        description='Bearer tokens as JSON: {"name": {"sha256": "<hex>", "scopes": [...]}}.',
+    )
+    gateway_max_batch: int = Field(500, ge=1, le=10_000, description="Most jobs in one batch.")
+    gateway_max_body_bytes: int = Field(
+        4_194_304, ge=1024, description="Largest request body the gateway reads (413 above)."
+    )
+    gateway_max_json_depth: int = Field(
+        32, ge=4, le=512, description="Deepest nesting of a request's JSON document (422 above)."
+    )
+    gateway_rate_limit_per_second: float = Field(
+        100.0, ge=0, description="Requests per second per token (token bucket); 0: no limit."
+    )
+    gateway_rate_limit_burst: int = Field(
+        200, ge=1, description="Requests a token may make at once before the rate applies."
+    )
+    gateway_backlog_limits: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description='Most PENDING+PUBLISHED jobs per type as JSON, "*" for any other type (503).',
+    )
+    gateway_job_types: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict,
+        description="Known job types as JSON: type -> JSON Schema of its payload, or null.",
+    )
+    gateway_max_wait_seconds: float = Field(
+        30.0, ge=0, le=300, description="Longest long-poll of GET /v1/jobs/{job_id}?wait=."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -85,3 +182,8 @@ def load_settings(**overrides: object) -> Settings:
             for e in exc.errors()
         ]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except PydanticSettingsError as exc:
+        # A JSON-valued variable that is not JSON fails before validation, naming only the field.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a JSON-valued setting"
+        raise SettingsError(f"invalid settings: {name}: is not valid JSON") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -23,6 +24,9 @@ class OutgoingMessage:
     payload_json: str
     attempt: int
     headers: Mapping[str, str] = field(default_factory=dict)
+    due_at: datetime | None = None
+    """When the row became due: tells one publication of an attempt from a later one of the same
+    attempt (a job snoozed, given back or requeued is PENDING again with its attempt given back)."""
 
     def broker_headers(self) -> dict[str, str]:
         """The job's own headers (trace context) plus ``job_id``, ``type`` and ``attempt``."""

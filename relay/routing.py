@@ -1,23 +1,17 @@
-"""Where a job goes: its own topic, else its type's, else the default topic or stream."""
+"""The message built from a row, routed by :mod:`outbox.topics` (shared with the worker)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from outbox.queries import RelayRow
+from outbox.topics import TopicRoutes
 from relay.publisher import OutgoingMessage
 
 
 @dataclass(frozen=True)
-class Router:
+class Router(TopicRoutes):
     """Topic routing and the shape of the message built from a row."""
-
-    default_topic: str
-    topics_by_type: Mapping[str, str] = field(default_factory=dict)
-
-    def topic_for(self, row: RelayRow) -> str:
-        return row.topic or self.topics_by_type.get(row.type, self.default_topic)
 
     def message_for(self, row: RelayRow) -> OutgoingMessage:
         """The message for the job's next attempt (attempts are counted when a worker claims)."""
@@ -26,8 +20,9 @@ class Router:
             job_id=row.job_id,
             type=row.type,
             key=row.key,
-            topic=self.topic_for(row),
+            topic=self.topic_for(row.type, row.topic),
             payload_json=row.payload_json,
             attempt=row.attempts + 1,
             headers=row.headers,
+            due_at=row.due_at,
         )

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from outbox import migrations_runner, queries
+from outbox import failpoints, migrations_runner, queries
 from outbox.cli import render, services
 from outbox.cli.dev import run_dev
 from outbox.cli.options import aware_datetime
@@ -29,10 +29,14 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Inspect jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+gateway_app = typer.Typer(
+    help="The HTTP gateway: with no subcommand, serve it.", invoke_without_command=True
+)
+app.add_typer(gateway_app, name="gateway")
 
 log = logging.getLogger("outbox")
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -40,6 +44,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 def _settings() -> Settings:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    failpoints.configure(settings.failpoints)
     return settings
 
 
@@ -135,17 +140,66 @@ def relay() -> None:
     settings = _settings()
     service = services.build_relay(settings)
     services.stop_on_signals(service.stop_event)
+    probes = services.start_relay_probes(settings, service)
     log.info("relay started", extra={"broker": settings.broker})
-    service.run()
+    try:
+        service.run()
+    finally:
+        probes.stop()
     log.info("relay stopped")
+
+
+@app.command("worker")
+def worker_command(
+    handlers: Annotated[
+        list[str],
+        typer.Option(
+            "--handlers", help="Module whose @worker.handler functions run; repeat for several."
+        ),
+    ],
+) -> None:
+    """Run handlers on jobs from OUTBOX_BROKER (or the table) until SIGTERM or Ctrl-C."""
+    settings = _settings()
+    registry = services.load_handlers(handlers)
+    service = services.build_worker(settings, registry)
+    services.stop_on_signals(service.stop_event)
+    service.run()
+
+
+@gateway_app.callback()
+def gateway_command(ctx: typer.Context) -> None:
+    """Serve the HTTP gateway on OUTBOX_GATEWAY_HOST:OUTBOX_GATEWAY_PORT until SIGTERM or Ctrl-C."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings()
+    services.run_gateway(settings)
+
+
+@gateway_app.command("hash-token")
+def hash_token(
+    generate: Annotated[
+        bool, typer.Option("--generate", help="Make a new random token; print it and its hash.")
+    ] = False,
+) -> None:
+    """Print the SHA-256 of a token read from stdin, for OUTBOX_GATEWAY_TOKENS."""
+    if generate:
+        token = services.new_gateway_token()
+        typer.echo(f"token:  {token}")
+        typer.echo(f"sha256: {services.gateway_token_hash(token)}")
+        return
+    token = sys.stdin.readline().rstrip("\r\n")
+    if not token:
+        raise OutboxError("no token on stdin: pipe one in, or pass --generate")
+    typer.echo(services.gateway_token_hash(token))
 
 
 @app.command()
 def dev(
-    jobs: Annotated[int, typer.Option(min=0, help="Demo jobs to enqueue.")] = 200,
+    jobs: Annotated[int, typer.Option(min=1, help="Demo jobs to submit.")] = 2000,
+    rate: Annotated[float, typer.Option(min=1, help="Jobs per second offered.")] = 500.0,
 ) -> None:
-    """Everything on the embedded default: no external service, no Docker."""
-    run_dev(out, demo_jobs=jobs)
+    """Everything on the embedded default: no external service, no Docker. Ctrl-C stops."""
+    run_dev(out, demo_jobs=jobs, rate=rate)
 
 
 def main() -> None:

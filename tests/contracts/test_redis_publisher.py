@@ -115,7 +115,7 @@ def test_batch_across_two_topics_is_acked_in_order_with_entries_carrying_the_job
         rebuilt = {**json.loads(fields["headers"]), **{k: fields[k] for k in ("job_id", "type")}}
         assert {**rebuilt, "attempt": fields["attempt"]} == message.broker_headers()
         dedup_key = f"{prefix}outbox:published:{message.job_id}:1"
-        assert redis_client.get(dedup_key) == entry_id
+        assert redis_client.get(dedup_key) == f"{entry_id} {stream}"
         assert 0 < redis_client.ttl(dedup_key) <= TTL
     # Each stream holds its 25 messages and nothing else, in publish order.
     for name in topics:
@@ -137,6 +137,20 @@ def test_publishing_the_same_attempt_again_adds_nothing_and_returns_the_first_en
 
     assert again == first
     assert [redis_client.xlen(prefix + name) for name in topics] == lengths == [25, 25]
+
+
+def test_a_republish_routed_elsewhere_since_names_the_stream_that_holds_the_entry(
+    make_publisher: MakePublisher, redis_client: redis.Redis, prefix: str
+) -> None:
+    before, after = topic(), topic()
+    [first] = receipts(make_publisher().publish(messages([before], 1, job_ids=["job-1"])))
+
+    # The topic mapping changed between the publish and the (lost) mark.
+    [again] = receipts(make_publisher().publish(messages([after], 1, job_ids=["job-1"])))
+
+    assert again == first == (prefix + before, first[1])
+    assert entry(redis_client, prefix + before, first[1])["job_id"] == "job-1"
+    assert redis_client.xlen(prefix + after) == 0
 
 
 def test_the_next_attempt_of_the_same_job_adds_a_new_entry(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,17 +22,9 @@ from relay.kafka_publisher import KafkaPublisher
 from relay.publisher import Delivery, OutgoingMessage, Publisher
 from relay.relay_loop import Relay
 from relay.routing import Router
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)  # polling a condition with a deadline, not a stand-in for an event
-    return False
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[object]:

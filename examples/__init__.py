@@ -1,0 +1,1 @@
+"""Examples of applications that use the outbox; each is importable and tested (tests/gateway)."""

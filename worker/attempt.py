@@ -1,0 +1,95 @@
+"""One attempt: run the handler and say what became of it, without touching the database.
+
+The outcome writer turns each outcome into one fenced statement; keeping the two apart lets the
+timeout watchdog and the shutdown path report outcomes of their own through the same door.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+
+from worker.handler_errors import PermanentError, Retry
+from worker.handlers import HandlerSpec
+from worker.job import Job
+from worker.json_text import to_json_text
+
+log = logging.getLogger(__name__)
+
+TRACEBACK_LINES = 20
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The handler returned; ``result_json`` is what it returned, as JSON (None: nothing)."""
+
+    result_json: str | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The attempt failed: retried with backoff while attempts remain, unless ``permanent``."""
+
+    error: str
+    traceback: str | None = None
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class Snoozed:
+    """Run again after ``run_in``; the attempt is given back (Retry, or over a rate limit)."""
+
+    run_in: timedelta
+
+
+Outcome = Completed | Failed | Snoozed
+
+
+def run_attempt(spec: HandlerSpec, job: Job) -> Outcome:
+    """Call the handler once and classify how it ended."""
+    try:
+        result = spec.func(job)
+    except Retry as exc:
+        return Snoozed(exc.after)
+    except PermanentError as exc:
+        return Failed(*describe(exc), permanent=True)
+    except BaseException as exc:  # SystemExit in a handler thread must not kill the thread
+        return Failed(*describe(exc))
+    return Completed(_result_json(job, result))
+
+
+def no_handler(job_type: str, known: list[str]) -> Failed:
+    """A job of a type this worker has no handler for: retrying here cannot help."""
+    handled = ", ".join(sorted(known)) or "none"
+    return Failed(
+        f"no handler registered for job type {job_type!r} (this worker handles: {handled})",
+        permanent=True,
+    )
+
+
+def timed_out(seconds: float) -> Failed:
+    return Failed(f"timed out after {seconds:g} s")
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """The error line (type and message, bounded) and the last lines of its traceback."""
+    message = f"{type(exc).__qualname__}: {exc}" if str(exc) else type(exc).__qualname__
+    lines = "".join(traceback.format_exception(exc)).splitlines()
+    return message[:MAX_ERROR_CHARS], "\n".join(lines[-TRACEBACK_LINES:])
+
+
+def _result_json(job: Job, result: object) -> str | None:
+    if result is None:
+        return None
+    try:
+        return to_json_text(result)
+    except ValueError as exc:
+        # The work is done; failing now would run its side effects again for a storage problem.
+        log.warning(
+            "handler result not stored",
+            extra={"job_id": job.job_id, "type": job.type, "reason": str(exc)},
+        )
+        return None

@@ -1,0 +1,124 @@
+"""The jobs a worker has in hand, from dispatch until their thread is back and outcome written.
+
+Their number is the worker's used capacity. A job is *settled* once: by its handler's return,
+by the timeout watchdog, or by shutdown giving it back, whichever comes first; the others find
+it settled and drop what they had (the lease token would fence them anyway).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from outbox.job_record import Lease
+from worker.handlers import HandlerSpec
+from worker.job import Job
+
+
+@dataclass(eq=False)
+class RunningJob:
+    """One job in hand. Flags change only under :class:`RunningJobs`' lock."""
+
+    job: Job
+    spec: HandlerSpec
+    lease: Lease
+    settled: bool = False  # an outcome was accepted for it
+    written: bool = False  # that outcome is in the database: the lease is no longer ours
+    returned: bool = False  # the handler's thread came back
+    lost: bool = False  # the heartbeat found the lease taken away
+
+
+class RunningJobs:
+    """Thread-safe set of :class:`RunningJob`, keyed by lease token."""
+
+    def __init__(self, on_free: Callable[[], None]) -> None:
+        self._on_free = on_free
+        self._changed = threading.Condition()
+        self._jobs: dict[uuid.UUID, RunningJob] = {}
+
+    def add(self, running: RunningJob) -> None:
+        with self._changed:
+            self._jobs[running.lease.lease_token] = running
+
+    def settle(self, running: RunningJob, report: Callable[[], None]) -> bool:
+        """Report this job's outcome with ``report`` unless someone already did; False then.
+
+        ``report`` runs under the lock (it only queues), so once :meth:`settle_the_rest` has
+        returned, every outcome reported before it is queued: stopping the writer next loses none.
+        """
+        with self._changed:
+            if running.settled:
+                return False
+            running.settled = True
+            report()
+            return True
+
+    def returned(self, running: RunningJob) -> None:
+        with self._changed:
+            running.returned = True
+            self._free_if_done(running)
+
+    def written(self, leases: Iterable[Lease]) -> None:
+        """These jobs' outcomes are written (or given up on): their leases are no longer ours."""
+        with self._changed:
+            for lease in leases:
+                running = self._jobs.get(lease.lease_token)
+                if running is not None:
+                    running.written = True
+                    self._free_if_done(running)
+
+    def _free_if_done(self, running: RunningJob) -> None:
+        # A thread still inside a timed-out handler keeps its slot: threads stay bounded.
+        if running.returned and running.written:
+            del self._jobs[running.lease.lease_token]
+            self._changed.notify_all()
+            self._on_free()
+
+    def count(self) -> int:
+        with self._changed:
+            return len(self._jobs)
+
+    def count_by_type(self) -> Counter[str]:
+        with self._changed:
+            return Counter(r.job.type for r in self._jobs.values())
+
+    def leases_held(self) -> list[Lease]:
+        """Leases the heartbeat should extend: outcome not yet written, lease not lost."""
+        with self._changed:
+            return [r.lease for r in self._jobs.values() if not (r.written or r.lost)]
+
+    def mark_lost(self, leases: list[Lease]) -> list[RunningJob]:
+        """The heartbeat could not extend these: cancel the ones whose outcome is not written."""
+        lost = []
+        with self._changed:
+            for lease in leases:
+                running = self._jobs.get(lease.lease_token)
+                if running is not None and not running.written:
+                    running.lost = True
+                    running.job.cancelled.set()
+                    lost.append(running)
+        return lost
+
+    def find(self, lease: Lease) -> RunningJob | None:
+        with self._changed:
+            return self._jobs.get(lease.lease_token)
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._jobs and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            return not self._jobs
+
+    def settle_the_rest(self) -> list[RunningJob]:
+        """Shutdown: settle every job still unsettled and cancel it; the caller gives them back."""
+        with self._changed:
+            rest = [r for r in self._jobs.values() if not r.settled]
+            for running in rest:
+                running.settled = True
+                running.job.cancelled.set()
+        return rest

@@ -1,0 +1,325 @@
+"""The worker loop: claim jobs up to free capacity from a source, run them, record outcomes.
+
+The source (:mod:`worker.source`) is the table itself (:class:`~worker.table_source.TableSource`,
+``OUTBOX_BROKER=none``) or a broker's consumer group (``worker.redis_source``,
+``worker.kafka_source``); every claim is one guarded statement on the rows all the same. Every
+change to a job is one statement: the claim (which counts the attempt and takes a lease), then
+one fenced write of the outcome, after which the source may ack the delivery. A crash anywhere
+leaves each job either claimable, or PROCESSING under a lease that expires and is rescued; none
+completes twice, because completing needs the current lease token.
+
+Threads: the caller's runs the claim loop; ``concurrency`` daemon threads run handlers; one
+each writes outcomes, beats the heartbeat, watches timeouts and (table source) listens for
+NOTIFY; the scheduler (when given) runs the periodic duties and cron firings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+import sqlalchemy as sa
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy.engine import Engine
+
+from outbox import queries
+from outbox.backoff import BackoffPolicy
+from outbox.failpoints import failpoint
+from outbox.job_record import ClaimedJob, Lease
+from outbox.wakeup import Waker
+from worker.attempt import Outcome, Snoozed, no_handler, run_attempt, timed_out
+from worker.claim_plan import plan_claims
+from worker.cron_enqueuer import CronEnqueuer
+from worker.duties import Maintenance, schedule_duties
+from worker.executor import Executor
+from worker.handlers import HandlerRegistry
+from worker.heartbeat import Heartbeat
+from worker.job import Job
+from worker.outcome_writer import OutcomeWriter, Report
+from worker.policy import TypePolicies, WorkerConfig
+from worker.rate_limits import RateLimiter
+from worker.running import RunningJob, RunningJobs
+from worker.source import ClaimRequest, ClaimTerms, JobSource, SourceUnavailable
+from worker.table_source import TableSource
+from worker.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime | None]
+
+
+def _database_clock() -> datetime | None:
+    return None
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: unique per process, and readable in ``locked_by``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class ClaimRound:
+    """What one :meth:`Worker.run_once` did: jobs claimed, and whether more may be waiting."""
+
+    claimed: int
+    more: bool
+
+
+class Worker:
+    """Runs the handlers of ``registry`` on jobs claimed from ``source`` until stopped.
+
+    ``source`` defaults to the table itself. ``clock`` gives the ``now`` of every statement
+    (default: the database's clock); tests pass one to move time. ``scheduler`` (APScheduler 3,
+    built by the caller) runs the periodic duties and cron schedules; without one, call
+    :attr:`maintenance` and :attr:`cron` yourself.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: HandlerRegistry,
+        config: WorkerConfig = WorkerConfig(),  # noqa: B008 - frozen
+        *,
+        listen_conninfo: str | None = None,
+        scheduler: BaseScheduler | None = None,
+        clock: Clock = _database_clock,
+        worker_id: str | None = None,
+        notify: bool = True,
+        source: JobSource | None = None,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id or new_worker_id()
+        self._registry = registry
+        self._config = config
+        self._policies = TypePolicies.build(registry, config)
+        self._source: JobSource = source if source is not None else TableSource(engine)
+        self._terms = ClaimTerms(
+            worker_id=self.worker_id,
+            lease=config.lease,
+            default_max_attempts=config.default_max_attempts,
+            max_attempts_by_type=self._policies.max_attempts,
+        )
+        self._listen_conninfo = listen_conninfo
+        self._scheduler = scheduler
+        self._clock = clock
+        self.stop_event = threading.Event()
+        self.idle = threading.Event()
+        """Set while the worker waits with nothing in hand and nothing claimable in sight."""
+        self._wake = threading.Event()  # a slot freed, a notification came, or stop
+        self._running = RunningJobs(on_free=self._wake.set)
+        self._limiter = RateLimiter(self._policies.rate_limits)
+        self._executor = Executor(config.concurrency)
+        self._writer = OutcomeWriter(
+            engine,
+            clock=clock,
+            backoff_for=self._policies.backoff_for,
+            on_written=self._written,
+            outage_patience_seconds=config.lease.total_seconds(),
+        )
+        self._heartbeat = Heartbeat(engine, self._running, lease=config.lease, clock=clock)
+        self._watchdog: Watchdog[RunningJob] = Watchdog(self._on_timeout)
+        self._listener: threading.Thread | None = None
+        self.maintenance = Maintenance(engine, clock=clock)
+        self.cron = CronEnqueuer(engine, registry.crons, notify=notify)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Claim and run jobs until :attr:`stop_event` is set, then shut down gracefully."""
+        self._start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        outage = BackoffPolicy(base_seconds=0.5, cap_seconds=30.0)
+        failures = 0
+        while not self.stop_event.is_set():
+            self._wake.clear()  # before looking, so a wake-up during the round is kept
+            try:
+                claimed = self.run_once()
+            except (sa.exc.OperationalError, SourceUnavailable):
+                failures += 1
+                log.warning("database or broker unavailable; backing off", exc_info=True)
+                self.stop_event.wait(outage.delay(failures).total_seconds())
+                continue
+            failures = 0
+            if claimed.claimed == 0 and self._running.count() == 0 and not self._writer.pending:
+                self.idle.set()
+            else:
+                self.idle.clear()
+            if claimed.more:
+                continue  # a full claim, or a broker read (which itself waited for work)
+            self._wake.wait(self._wait_seconds())
+
+    def run_once(self) -> ClaimRound:
+        """Claim what free capacity allows, in one transaction, and start each job.
+
+        With no free capacity the source is still asked (for nothing): a broker source commits
+        what is done and keeps its consumer alive meanwhile.
+        """
+        budget = min(self._config.concurrency - self._running.count(), self._config.batch_size)
+        groups = plan_claims(
+            handled=self._registry.handlers.keys(),
+            concurrency_limits=self._policies.concurrency_limits,
+            running=self._running.count_by_type(),
+            tokens={t: self._limiter.tokens(t) for t in self._limiter.type_limited},
+        )
+        request = ClaimRequest(
+            limit=max(0, budget), groups=groups, handled=frozenset(self._registry.handlers),
+            terms=self._terms, now=self._clock(), wait_seconds=self._wait_seconds(),
+        )  # fmt: skip
+        claimed = self._source.claim(request)
+        if claimed.jobs:
+            failpoint("worker.after_claim")
+        for job in claimed.jobs:
+            self._dispatch(job)
+        return ClaimRound(len(claimed.jobs), claimed.more)
+
+    def _wait_seconds(self) -> float:
+        # A type held back by an empty bucket is worth a look as soon as a token is free.
+        refills = [self._limiter.next_token_in(t) for t in self._limiter.type_limited]
+        return min([self._config.poll_interval, *(r for r in refills if r > 0)])
+
+    # --- one job ----------------------------------------------------------------------------
+
+    def _dispatch(self, claimed: ClaimedJob) -> None:
+        lease = Lease(claimed.id, claimed.lease_token)
+        job = Job(
+            id=claimed.id, job_id=claimed.job_id, type=claimed.type, payload=claimed.payload,
+            key=claimed.key, attempt=claimed.attempt, max_attempts=claimed.max_attempts,
+            headers=claimed.headers, _progress_writer=partial(self._write_progress, lease),
+        )  # fmt: skip
+        spec = self._registry.get(claimed.type)
+        if spec is None:
+            self._writer.put(
+                _report(job, lease, no_handler(job.type, list(self._registry.handlers)))
+            )
+            return
+        wait = self._limiter.acquire(job.type, job.key)
+        if wait > 0:
+            self._writer.put(_report(job, lease, Snoozed(timedelta(seconds=wait))))
+            return
+        running = RunningJob(job, spec, lease)
+        self._running.add(running)
+        if spec.timeout_seconds is not None:
+            self._watchdog.watch(running, spec.timeout_seconds)
+        self._executor.submit(partial(self._run_job, running))
+
+    def _run_job(self, running: RunningJob) -> None:
+        try:
+            outcome = run_attempt(running.spec, running.job)
+            failpoint("worker.after_handler")
+            report = _report(running.job, running.lease, outcome)
+            if not self._running.settle(running, partial(self._writer.put, report)):
+                log.warning(
+                    "handler returned after its timeout or shutdown; its outcome is discarded",
+                    extra={"job_id": running.job.job_id, "type": running.job.type},
+                )
+        finally:
+            self._running.returned(running)
+
+    def _on_timeout(self, running: RunningJob) -> None:
+        seconds = running.spec.timeout_seconds or 0.0
+        report = _report(running.job, running.lease, timed_out(seconds))
+        if self._running.settle(running, partial(self._writer.put, report)):
+            running.job.cancelled.set()
+            log.warning("job timed out", extra={"job_id": running.job.job_id, "seconds": seconds})
+
+    def _written(self, leases: list[Lease]) -> None:
+        # The source first: by the time the freed slot wakes the loop, a broker source's
+        # bookkeeping already counts these deliveries as done.
+        self._source.acknowledge(leases)
+        self._running.written(leases)
+
+    def _write_progress(self, lease: Lease, progress_json: str) -> bool:
+        with self.engine.begin() as conn:
+            return queries.report_progress(conn, lease, progress_json, now=self._clock())
+
+    # --- start and stop ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._source.start()  # first: a broker that cannot be reached stops us before any thread
+        self._executor.start()
+        self._writer.start()
+        self._heartbeat.start()
+        self._watchdog.start()
+        if self._source.wakes_on_notify:
+            self._listener = threading.Thread(target=self._listen, name="listener", daemon=True)
+            self._listener.start()
+        if self._scheduler is not None:
+            config = self._config
+            duties = self.maintenance.duties(
+                promote_interval=config.promote_interval, rescue_interval=config.rescue_interval,
+                prune_interval=config.prune_interval, retention=config.retention,
+            )  # fmt: skip
+            schedule_duties(self._scheduler, self.maintenance, duties)
+            self.cron.schedule(self._scheduler)
+            self._scheduler.start()
+        types = sorted(self._registry.handlers)
+        log.info("worker started", extra={"worker_id": self.worker_id, "types": types})
+
+    def _listen(self) -> None:
+        waker = Waker(self._listen_conninfo, queries.NOTIFY_CHANNEL, self.stop_event)
+        try:
+            while not self.stop_event.is_set():
+                if waker.wait(self._config.poll_interval):
+                    self._wake.set()
+        finally:
+            waker.close()
+            self._wake.set()  # the claim loop waits on _wake only: carry the stop to it
+
+    def _shutdown(self) -> None:
+        self.stop_event.set()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        grace = self._config.shutdown_grace
+        running = self._running.count()
+        log.info("worker stopping", extra={"running": running, "grace_seconds": grace})
+        unfinished: list[RunningJob] = []
+        if not self._running.wait_until_empty(grace):
+            unfinished = self._running.settle_the_rest()
+        self._watchdog.stop()
+        self._writer.stop()  # writes every outcome already reported
+        self._give_back(unfinished)
+        self._heartbeat.stop()
+        self._executor.stop()
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
+        self._source.stop()  # after the last outcome: acks and commits everything done
+        log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+    def _give_back(self, unfinished: list[RunningJob]) -> None:
+        if not unfinished:
+            return
+        leases = [r.lease for r in unfinished]
+        try:
+            with self.engine.begin() as conn:
+                released = queries.release_leases(conn, leases, now=self._clock())
+        except sa.exc.SQLAlchemyError:
+            log.warning("could not give leases back; they expire and are rescued", exc_info=True)
+            return
+        finally:
+            # Given back (PENDING, published anew) or left to the rescuer: no delivery is needed.
+            self._source.acknowledge(leases)
+        log.warning(
+            "grace period over; running jobs given back",
+            extra={"given_back": len(released), "job_ids": [r.job.job_id for r in unfinished]},
+        )
+
+
+def _report(job: Job, lease: Lease, outcome: Outcome) -> Report:
+    return Report(lease, job.job_id, job.type, job.attempt, job.max_attempts, outcome)
