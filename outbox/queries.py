@@ -281,11 +281,7 @@ def mark_completed(
     t = _now(now)
     statement = (
         sa.update(jobs)
-        .where(
-            jobs.c.id == done.c.id,
-            jobs.c.lease_token == done.c.lease_token,
-            jobs.c.status == S.PROCESSING,
-        )
+        .where(_holds_leases(done))
         .values(
             status=S.COMPLETED.value,
             result=sa.cast(done.c.result, pg.JSONB),
@@ -364,6 +360,28 @@ def _leases_table(leases: Sequence[Lease], name: str) -> sa.TableValuedAlias:
     )
 
 
+def _holds_leases(given: sa.TableValuedAlias) -> sa.ColumnElement[bool]:
+    """The many-rows form of :func:`_holds_lease`: rows whose (id, token) is in ``given``."""
+    return sa.and_(
+        jobs.c.id == given.c.id,
+        jobs.c.lease_token == given.c.lease_token,
+        jobs.c.status == S.PROCESSING,
+    )
+
+
+def _attempt_given_back(
+    t: sa.ColumnElement[datetime], run_at: sa.ColumnElement[datetime]
+) -> dict[str, Any]:
+    """PROCESSING -> PENDING without counting the attempt: a snooze or a lease handed back."""
+    return {
+        "status": S.PENDING.value,
+        "attempts": jobs.c.attempts - 1,
+        "run_at": run_at,
+        "updated_at": t,
+        **_RELEASED_LEASE,
+    }
+
+
 def extend_leases(
     conn: Connection, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
 ) -> list[int]:
@@ -377,11 +395,7 @@ def extend_leases(
     t = _now(now)
     statement = (
         sa.update(jobs)
-        .where(
-            jobs.c.id == held.c.id,
-            jobs.c.lease_token == held.c.lease_token,
-            jobs.c.status == S.PROCESSING,
-        )
+        .where(_holds_leases(held))
         .values(locked_until=t + sa.literal(lease, sa.Interval), updated_at=t)
         .returning(jobs.c.id)
     )
@@ -412,13 +426,7 @@ def snooze(
     statement = (
         sa.update(jobs)
         .where(_holds_lease(lease))
-        .values(
-            status=S.PENDING.value,
-            attempts=jobs.c.attempts - 1,
-            run_at=t + sa.literal(run_in, sa.Interval),
-            updated_at=t,
-            **_RELEASED_LEASE,
-        )
+        .values(_attempt_given_back(t, t + sa.literal(run_in, sa.Interval)))
     )
     return conn.execute(statement).rowcount == 1
 
@@ -436,18 +444,8 @@ def release_leases(
     t = _now(now)
     statement = (
         sa.update(jobs)
-        .where(
-            jobs.c.id == given.c.id,
-            jobs.c.lease_token == given.c.lease_token,
-            jobs.c.status == S.PROCESSING,
-        )
-        .values(
-            status=S.PENDING.value,
-            attempts=jobs.c.attempts - 1,
-            run_at=t,
-            updated_at=t,
-            **_RELEASED_LEASE,
-        )
+        .where(_holds_leases(given))
+        .values(_attempt_given_back(t, t))
         .returning(jobs.c.id)
     )
     return sorted(row[0] for row in conn.execute(statement))

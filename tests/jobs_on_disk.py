@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbox.job_record import Lease
 from outbox.schema import jobs
 from outbox.states import FINISHED_STATES, JobStatus
 
@@ -65,3 +66,9 @@ def read_row(conn: sa.Connection, row_id: int) -> dict[str, Any] | None:
 def status_of(conn: sa.Connection, row_id: int) -> JobStatus | None:
     row = read_row(conn, row_id)
     return None if row is None else JobStatus(row["status"])
+
+
+def lease_of(job: PlacedJob) -> Lease:
+    """The job's lease; a job not in PROCESSING has no token, so a fresh one stands in for
+    whatever a caller holds."""
+    return Lease(job.id, job.lease_token or uuid.uuid4())

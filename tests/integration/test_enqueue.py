@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -126,6 +126,13 @@ def test_enqueue_stores_every_option(engine: Engine) -> None:
         ({"payload": "x" * 2_000_000}, "payload"),
         ({"job_id": ""}, "job_id"),
         ({"headers": {"h": "a\x00"}}, "headers.h"),
+        # Strings and times PostgreSQL would refuse (found by the gateway's schemathesis run):
+        ({"payload": {"s": "a\ud800"}}, "payload.s"),
+        ({"payload": {"k\udfff": 1}}, "payload (a key)"),
+        ({"job_id": "j\ud800"}, "job_id"),
+        ({"key": "\udc00"}, "key"),
+        ({"headers": {"h": "\ud800"}}, "headers"),
+        ({"run_at": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))}, "run_at"),
     ],
 )
 def test_bad_input_is_refused_before_the_database_is_touched(

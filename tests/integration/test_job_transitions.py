@@ -12,15 +12,10 @@ import sqlalchemy as sa
 from outbox import queries
 from outbox.job_record import Lease
 from outbox.states import FINISHED_STATES, JobStatus, can_transition, sources_of
-from tests.jobs_on_disk import T0, PlacedJob, place_job, read_row, status_of
+from tests.jobs_on_disk import T0, PlacedJob, lease_of, place_job, read_row, status_of
 
 S = JobStatus
 LEASE = timedelta(seconds=30)
-
-
-def _lease(job: PlacedJob) -> Lease:
-    # A job not in PROCESSING has no token; a fresh one stands in for whatever a caller holds.
-    return Lease(job.id, job.lease_token or queries.new_lease_token())
 
 
 @dataclass(frozen=True)
@@ -42,12 +37,12 @@ MOVES = [
          lambda c, j: queries.mark_published(c, [queries.PublishReceipt(j.id, {"offset": 1})],
                                              now=T0)),
     Move("mark_completed", frozenset({S.PROCESSING}), S.COMPLETED,
-         lambda c, j: queries.mark_completed(c, [queries.Completion(_lease(j))], now=T0)),
+         lambda c, j: queries.mark_completed(c, [queries.Completion(lease_of(j))], now=T0)),
     Move("schedule_retry", frozenset({S.PROCESSING}), S.FAILED,
-         lambda c, j: queries.schedule_retry(c, _lease(j), retry_in=timedelta(seconds=4),
+         lambda c, j: queries.schedule_retry(c, lease_of(j), retry_in=timedelta(seconds=4),
                                              error="boom", now=T0)),
     Move("dead_letter", frozenset({S.PROCESSING}), S.DEAD,
-         lambda c, j: queries.dead_letter(c, _lease(j), error="permanent", now=T0)),
+         lambda c, j: queries.dead_letter(c, lease_of(j), error="permanent", now=T0)),
     Move("rescue_expired", frozenset({S.PROCESSING}), S.PENDING,
          lambda c, j: queries.rescue_expired(c, now=T0)),
     Move("promote_due_retries", frozenset({S.FAILED}), S.PENDING,
@@ -159,7 +154,7 @@ def test_a_zombie_cannot_complete_or_fail_a_job_it_no_longer_holds(conn: sa.Conn
 
 def test_completion_stores_the_result_and_releases_the_lease(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING)
-    done = queries.mark_completed(conn, [queries.Completion(_lease(job), '{"ok": true}')], now=T0)
+    done = queries.mark_completed(conn, [queries.Completion(lease_of(job), '{"ok": true}')], now=T0)
     row = read_row(conn, job.id)
     assert done == [job.id]
     assert row is not None
@@ -171,7 +166,7 @@ def test_completion_stores_the_result_and_releases_the_lease(conn: sa.Connection
 def test_retry_is_due_after_the_delay_and_keeps_the_error(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING, attempts=1, max_attempts=3)
     assert queries.schedule_retry(
-        conn, _lease(job), retry_in=timedelta(seconds=8), error="boom", traceback="tb", now=T0
+        conn, lease_of(job), retry_in=timedelta(seconds=8), error="boom", traceback="tb", now=T0
     )
     row = read_row(conn, job.id)
     assert row is not None
@@ -184,8 +179,8 @@ def test_retry_is_due_after_the_delay_and_keeps_the_error(conn: sa.Connection) -
 
 def test_retry_is_refused_when_no_attempts_remain(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING, attempts=3, max_attempts=3)
-    assert not queries.schedule_retry(conn, _lease(job), retry_in=LEASE, error="boom", now=T0)
-    assert queries.dead_letter(conn, _lease(job), error="boom", now=T0)
+    assert not queries.schedule_retry(conn, lease_of(job), retry_in=LEASE, error="boom", now=T0)
+    assert queries.dead_letter(conn, lease_of(job), error="boom", now=T0)
     row = read_row(conn, job.id)
     assert row is not None
     assert (row["status"], row["finished_at"]) == (S.DEAD, T0)
@@ -203,7 +198,7 @@ def test_rescue_returns_expired_leases_and_kills_jobs_out_of_attempts(conn: sa.C
     assert retried is not None
     assert (retried["attempts"], retried["lease_token"]) == (1, None)  # the attempt stays counted
     assert status_of(conn, alive.id) is S.PROCESSING
-    assert queries.mark_completed(conn, [queries.Completion(_lease(retry))], now=T0) == []
+    assert queries.mark_completed(conn, [queries.Completion(lease_of(retry))], now=T0) == []
 
 
 def test_requeue_gives_dead_jobs_fresh_attempts_and_failed_jobs_keep_theirs(

@@ -12,14 +12,10 @@ import sqlalchemy as sa
 from outbox import queries
 from outbox.job_record import Lease
 from outbox.states import JobStatus, can_transition
-from tests.jobs_on_disk import T0, PlacedJob, place_job, read_row
+from tests.jobs_on_disk import T0, lease_of, place_job, read_row
 
 S = JobStatus
 LEASE = timedelta(seconds=30)
-
-
-def _lease(job: PlacedJob) -> Lease:
-    return Lease(job.id, job.lease_token or queries.new_lease_token())
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def test_worker_moves_change_only_processing_jobs_under_the_current_lease(
     move.run(conn, Lease(job.id, queries.new_lease_token()))  # a stale token: a zombie
     assert read_row(conn, job.id) == before, f"{move.name} obeyed a stale lease"
 
-    move.run(conn, _lease(job))
+    move.run(conn, lease_of(job))
     after = read_row(conn, job.id)
     assert after is not None
     if status is not S.PROCESSING:
@@ -67,7 +63,7 @@ def test_worker_moves_change_only_processing_jobs_under_the_current_lease(
 
 def test_snooze_gives_the_attempt_back_and_is_due_after_the_delay(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING, attempts=2, max_attempts=3)
-    assert queries.snooze(conn, _lease(job), run_in=timedelta(minutes=2), now=T0)
+    assert queries.snooze(conn, lease_of(job), run_in=timedelta(minutes=2), now=T0)
     row = read_row(conn, job.id)
     assert row is not None
     assert (row["attempts"], row["run_at"], row["lease_token"], row["locked_by"]) == (
@@ -82,7 +78,7 @@ def test_release_gives_back_only_the_leases_still_held_and_their_attempts(
     rescued = place_job(conn, S.PROCESSING, attempts=1)
     stale = Lease(rescued.id, queries.new_lease_token())
 
-    assert queries.release_leases(conn, [_lease(held), stale], now=T0) == [held.id]
+    assert queries.release_leases(conn, [lease_of(held), stale], now=T0) == [held.id]
     row = read_row(conn, held.id)
     assert row is not None
     assert (row["status"], row["attempts"], row["run_at"], row["lease_token"]) == (
@@ -95,7 +91,7 @@ def test_the_heartbeat_extends_held_leases_and_names_them(conn: sa.Connection) -
     lost = place_job(conn, S.PROCESSING)
     stale = Lease(lost.id, queries.new_lease_token())
 
-    assert queries.extend_leases(conn, [_lease(held), stale], lease=LEASE, now=T0) == [held.id]
+    assert queries.extend_leases(conn, [lease_of(held), stale], lease=LEASE, now=T0) == [held.id]
     row = read_row(conn, held.id)
     assert row is not None
     assert row["locked_until"] == T0 + LEASE
@@ -103,7 +99,7 @@ def test_the_heartbeat_extends_held_leases_and_names_them(conn: sa.Connection) -
 
 def test_progress_is_stored_as_json(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING)
-    assert queries.report_progress(conn, _lease(job), '{"done": 2, "of": 5}', now=T0)
+    assert queries.report_progress(conn, lease_of(job), '{"done": 2, "of": 5}', now=T0)
     row = read_row(conn, job.id)
     assert row is not None
     assert row["progress"] == {"done": 2, "of": 5}
