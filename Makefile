@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck imports pytest migrations-check bench clean
+.PHONY: dev test lint typecheck imports pytest migrations-check bench bench-gateway bench-worker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ migrations-check: $(STAMP)
 # Prints figures; starts its own embedded servers. Quick look: BENCH_ARGS="--jobs 20000".
 bench: $(STAMP)
 	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)
+
+# HTTP gateway submissions (single and batch) beside the in-process enqueue API; about 90 s.
+# Quick look: BENCH_ARGS="--seconds 2 --runs 1".
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
+
+# The worker beside pgqueuer and procrastinate: installs the `bench` extra (dev does not), then
+# runs for a few minutes. Quick look: BENCH_ARGS="--jobs 5000 --runs 1".
+bench-worker: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/worker_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

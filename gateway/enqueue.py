@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from outbox import queries
+from outbox import queries, tracing
 from outbox.errors import InvalidJobError, JobConflictError
 from outbox.new_job import EnqueueLimits, NewJob
 
@@ -124,7 +124,7 @@ def validate_job(spec: JobSpec, limits: EnqueueLimits = DEFAULT_LIMITS) -> NewJo
         priority=spec.priority,
         run_at=spec.run_at,
         max_attempts=spec.max_attempts,
-        headers=spec.headers,
+        headers=tracing.with_trace_context(spec.headers),
         limits=limits,
     )
 

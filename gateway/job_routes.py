@@ -36,7 +36,7 @@ from gateway.api_models import (
 from gateway.app_context import AppContext, Context
 from gateway.enqueue import EnqueueOutcome, JobSpec, insert_validated, validate_job, validate_jobs
 from gateway.problems import ApiProblem, invalid, problem_responses
-from outbox import queries
+from outbox import queries, tracing
 from outbox.job_record import JobRecord
 from outbox.new_job import NewJob
 from outbox.states import FINISHED_STATES, JobStatus
@@ -58,6 +58,7 @@ def add_job_routes(router: FastAPI) -> None:
     )
     def submit_job(
         body: JobIn,
+        request: Request,
         response: Response,
         context: Context,
         idempotency_key: Annotated[
@@ -67,7 +68,8 @@ def add_job_routes(router: FastAPI) -> None:
     ) -> JobOut:
         """Submit one job. 201 with the job; 200 with the original for a repeat."""
         spec = _spec(body, _job_id(body.job_id, idempotency_key))
-        new_job = validate_job(spec, context.config.limits)
+        with tracing.incoming_context(request.headers):
+            new_job = validate_job(spec, context.config.limits)
         _check_types(context, [body], batch=False)
         outcome, record = _insert(context, [new_job], read_back=new_job.job_id)
         assert record is not None  # inserted or found in this very transaction
@@ -81,13 +83,16 @@ def add_job_routes(router: FastAPI) -> None:
         status_code=201,
         responses=write_problems | _repeat_response(),
     )
-    def submit_batch(body: JobBatch, response: Response, context: Context) -> BatchResult:
+    def submit_batch(
+        body: JobBatch, request: Request, response: Response, context: Context
+    ) -> BatchResult:
         """Submit up to the configured number of jobs in one transaction: all or nothing."""
         if len(body.jobs) > context.config.max_batch:
             limit = context.config.max_batch
             raise invalid([("jobs", f"at most {limit} jobs per batch, not {len(body.jobs)}")])
         specs = [_spec(job, job.job_id) for job in body.jobs]
-        new_jobs = validate_jobs(specs, context.config.limits)
+        with tracing.incoming_context(request.headers):
+            new_jobs = validate_jobs(specs, context.config.limits)
         _check_types(context, body.jobs, batch=True)
         outcome, _ = _insert(context, new_jobs)
         response.status_code = 201 if outcome.inserted else 200

@@ -1,5 +1,5 @@
 """Public routes for the platform: ``/healthz`` (the process answers), ``/readyz`` (the database
-answers and its schema is at the migration head), ``/metrics`` (Prometheus text)."""
+answers and its schema is at or past the migration head), ``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 

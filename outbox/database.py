@@ -6,10 +6,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
-def create_engine(database_url: str, *, pool_size: int = 5) -> Engine:
-    """An engine on psycopg 3 that checks connections before use (a restarted server is normal)."""
+def create_engine(
+    database_url: str, *, pool_size: int = 5, transaction_pooling: bool = False
+) -> Engine:
+    """An engine on psycopg 3 that checks connections before use (a restarted server is normal).
+
+    Behind a transaction-pooling proxy, consecutive transactions may run on different server
+    sessions, so psycopg must not prepare statements on one session and use them on another.
+    """
+    connect_args = {"prepare_threshold": None} if transaction_pooling else {}
     return sa.create_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 

@@ -22,6 +22,8 @@ KNOWN_FAILPOINTS = frozenset(
         "worker.after_claim",  # the claim is committed; the handler has not started
         "worker.in_handler",  # the handler is running
         "worker.after_handler",  # the handler returned; the outcome is not committed
+        "operator.after_change",  # a bulk command's batch is changed; its audit row not written
+        "operator.after_audit",  # the batch and its audit row are written; not committed
     }
 )
 ACTIONS = frozenset({"kill", "raise"})

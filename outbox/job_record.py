@@ -66,6 +66,8 @@ class ClaimedJob:
     headers: dict[str, str]
     lease_token: uuid.UUID
     locked_until: datetime
+    created_at: datetime | None = None
+    published_at: datetime | None = None  # None: never published (the table source)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> ClaimedJob:
@@ -81,6 +83,8 @@ class ClaimedJob:
             headers=row["headers"],
             lease_token=row["lease_token"],
             locked_until=row["locked_until"],
+            created_at=row["created_at"],
+            published_at=row["published_at"],
         )
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
+
+from outbox import tracing
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
@@ -25,9 +31,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_NO_FIELDS: Mapping[str, object] = MappingProxyType({})
+_job_fields: ContextVar[Mapping[str, object]] = ContextVar("outbox_job_fields", default=_NO_FIELDS)
+
+
+@contextmanager
+def job_fields(**fields: object) -> Iterator[None]:
+    """Add these fields (job_id, type, attempt) to every record logged inside, e.g. by a handler."""
+    token = _job_fields.set({**_job_fields.get(), **fields})
+    try:
+        yield
+    finally:
+        _job_fields.reset(token)
+
+
+class JobContextFilter(logging.Filter):
+    """Puts the current job's fields and the current trace and span ids on each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _job_fields.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        ids = tracing.current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Send log records to stderr as text or JSON lines."""
+    """Send log records to stderr as text or JSON lines, with job and trace fields."""
     handler = logging.StreamHandler()
+    handler.addFilter(JobContextFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

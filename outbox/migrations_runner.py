@@ -5,6 +5,7 @@ Migrations are an explicit step (``outbox migrate``), never run at service start
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -48,3 +49,22 @@ def current_revisions(conn: Connection) -> tuple[str, ...]:
 def is_at_head(conn: Connection) -> bool:
     """Whether the database schema matches the newest migration."""
     return set(current_revisions(conn)) == set(head_revisions())
+
+
+def serves_this_code(conn: Connection) -> bool:
+    """Whether this code may run on the database: at our newest migration, or at a newer one.
+
+    Migrations expand, then contract a release later, so the code still running during a
+    rollout works on a schema one migration ahead; a revision our scripts do not know is a
+    newer release's. A database behind our head (or empty) lacks what this code needs.
+    """
+    current = set(current_revisions(conn))
+    if not current:
+        return False
+    return current == set(head_revisions()) or not current <= _known_revisions()
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://"))
+    return frozenset(revision.revision for revision in script.walk_revisions())

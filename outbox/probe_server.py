@@ -7,6 +7,7 @@ Prometheus scrapes ``/metrics``. Starlette on uvicorn, in a daemon thread beside
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.migrations_runner import is_at_head
+from outbox.migrations_runner import serves_this_code
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,13 @@ def probe_app(registry: CollectorRegistry, *, health: Check, ready: Check) -> St
 
 
 def schema_readiness(engine: Engine) -> Check:
-    """Ready when the database answers and its schema is at the newest migration."""
+    """Ready when the database answers and its schema is at this code's newest migration or
+    past it (a newer release migrated first; expand-then-contract keeps this code working)."""
 
     def check() -> str | None:
         try:
             with engine.connect() as conn:
-                if not is_at_head(conn):
+                if not serves_this_code(conn):
                     return "database schema is not at the migration head; run: outbox migrate"
         except Exception as exc:
             return f"database unreachable: {type(exc).__name__}"
@@ -76,7 +78,9 @@ class ProbeServer:
     def __init__(self, app: Starlette, *, host: str = "0.0.0.0", port: int = 0) -> None:  # noqa: S104 - probes come from outside the pod
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="probe-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="probe-server", daemon=True)
+        self.port: int | None = None
+        """The port bound, once started."""
 
     def start(self, timeout: float = 10.0) -> int:
         """Start serving; return the port bound."""
@@ -89,7 +93,13 @@ class ProbeServer:
             time.sleep(0.01)
         port: int = self._server.servers[0].sockets[0].getsockname()[1]
         log.info("probe server listening", extra={"port": port})
+        self.port = port
         return port
+
+    def _serve(self) -> None:
+        # uvicorn calls sys.exit when it cannot bind; start() reports that as OSError.
+        with contextlib.suppress(SystemExit):
+            self._server.run()
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,8 @@ _CLAIMED_COLUMNS = (
     jobs.c.headers,
     jobs.c.lease_token,
     jobs.c.locked_until,
+    jobs.c.created_at,
+    jobs.c.published_at,
 )
 
 
@@ -684,34 +686,61 @@ def prune_finished(
 # --- operators -----------------------------------------------------------------------------------
 
 
+CANCEL_SOURCES = sources_of(S.CANCELLED)
+"""What an operator may cancel: PENDING, PUBLISHED, FAILED. Never PROCESSING: a worker holds it."""
+
+
+def _only(sources: Iterable[JobStatus], allowed: frozenset[JobStatus]) -> frozenset[JobStatus]:
+    chosen = frozenset(sources)
+    if not chosen <= allowed:
+        raise ValueError(f"only {sorted(allowed)} may move here, not {sorted(chosen - allowed)}")
+    return chosen
+
+
 def cancel(
-    conn: Connection, job_ids: Sequence[str], *, reason: str, now: datetime | None = None
+    conn: Connection,
+    job_ids: Sequence[str],
+    *,
+    reason: str,
+    sources: Iterable[JobStatus] = CANCEL_SOURCES,
+    now: datetime | None = None,
 ) -> list[str]:
-    """PENDING, PUBLISHED or FAILED -> CANCELLED; returns the ``job_id`` of each cancelled job."""
+    """PENDING, PUBLISHED or FAILED -> CANCELLED; returns the ``job_id`` of each cancelled job.
+
+    ``sources`` narrows the states that may move (the CLI passes the ``--status`` it previewed).
+    """
     t = _now(now)
     statement = (
         sa.update(jobs)
-        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(sources_of(S.CANCELLED)))
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(_only(sources, CANCEL_SOURCES)))
         .values(status=S.CANCELLED.value, last_error=reason, finished_at=t, updated_at=t)
         .returning(jobs.c.job_id)
     )
     return sorted(row[0] for row in conn.execute(statement))
 
 
-REQUEUE_SOURCES = sources_of(S.PENDING) - {S.PROCESSING}
-"""What an operator may requeue: a lost publication, a waiting retry, a dead or cancelled job."""
+REQUEUE_SOURCES = sources_of(S.PENDING) - {S.PROCESSING, S.COMPLETED}
+"""What an operator may requeue: a lost publication, a waiting retry, a dead or cancelled job.
+(A completed job comes back only through :func:`replay`.)"""
 
 
-def requeue(conn: Connection, job_ids: Sequence[str], *, now: datetime | None = None) -> list[str]:
+def requeue(
+    conn: Connection,
+    job_ids: Sequence[str],
+    *,
+    sources: Iterable[JobStatus] = REQUEUE_SOURCES,
+    now: datetime | None = None,
+) -> list[str]:
     """PUBLISHED, FAILED, DEAD or CANCELLED -> PENDING, due now.
 
-    DEAD and CANCELLED jobs get a fresh set of attempts; the others keep theirs.
+    DEAD and CANCELLED jobs get a fresh set of attempts; the others keep theirs. ``sources``
+    narrows the states that may move (``outbox jobs requeue-dead`` passes DEAD alone).
     """
     t = _now(now)
     fresh = jobs.c.status.in_([S.DEAD.value, S.CANCELLED.value])
     statement = (
         sa.update(jobs)
-        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(REQUEUE_SOURCES))
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(_only(sources, REQUEUE_SOURCES)))
         .values(
             status=S.PENDING.value,
             attempts=sa.case((fresh, 0), else_=jobs.c.attempts),
@@ -742,6 +771,26 @@ class JobFilter:
     key: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    job_ids: frozenset[str] | None = None
+    finished_before: datetime | None = None
+
+
+def _filter_conditions(job_filter: JobFilter) -> list[sa.ColumnElement[bool]]:
+    f = job_filter
+    conditions = [] if f.statuses is None else [_in(f.statuses)]
+    if f.type is not None:
+        conditions.append(jobs.c.type == f.type)
+    if f.key is not None:
+        conditions.append(jobs.c.key == f.key)
+    if f.created_after is not None:
+        conditions.append(jobs.c.created_at >= f.created_after)
+    if f.created_before is not None:
+        conditions.append(jobs.c.created_at < f.created_before)
+    if f.job_ids is not None:
+        conditions.append(jobs.c.job_id == sa.any_(_text_array(sorted(f.job_ids))))
+    if f.finished_before is not None:
+        conditions.append(jobs.c.finished_at < f.finished_before)
+    return conditions
 
 
 def list_jobs(
@@ -749,17 +798,7 @@ def list_jobs(
 ) -> list[JobRecord]:
     """Newest first; pass the last row's ``id`` as ``before_id`` for the next page (keyset)."""
     statement = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-    conditions = []
-    if job_filter.statuses:
-        conditions.append(_in(job_filter.statuses))
-    if job_filter.type is not None:
-        conditions.append(jobs.c.type == job_filter.type)
-    if job_filter.key is not None:
-        conditions.append(jobs.c.key == job_filter.key)
-    if job_filter.created_after is not None:
-        conditions.append(jobs.c.created_at >= job_filter.created_after)
-    if job_filter.created_before is not None:
-        conditions.append(jobs.c.created_at < job_filter.created_before)
+    conditions = _filter_conditions(replace(job_filter, statuses=job_filter.statuses or None))
     if before_id is not None:
         conditions.append(jobs.c.id < before_id)
     rows = conn.execute(statement.where(*conditions)).mappings()
@@ -810,6 +849,26 @@ def count_backlog(conn: Connection, job_type: str, *, limit: int) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
 
 
+def count_runnable(
+    conn: Connection, types: Sequence[str], *, limit: int, now: datetime | None = None
+) -> int:
+    """Due jobs (:data:`BACKLOG_STATES`, ``run_at`` passed) of ``types``, counted up to ``limit``.
+
+    What a worker handling ``types`` could start now: its autoscaler and the
+    ``outbox_worker_backlog_per_capacity`` gauge divide it by the worker's slots. Unlike
+    :func:`count_backlog`, jobs scheduled for later do not count: no thread could run them yet.
+    """
+    t = _now(now)
+    capped = (
+        sa.select(sa.literal(1))
+        .select_from(jobs)
+        .where(jobs.c.type.in_(list(types)), _in(BACKLOG_STATES), jobs.c.run_at <= t)
+        .limit(limit)
+        .subquery()
+    )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
+
+
 def record_audit(
     conn: Connection,
     *,
@@ -834,3 +893,137 @@ def record_audit(
         .returning(audit.c.id)
     )
     return int(conn.execute(statement).scalar_one())
+
+
+# --- operator commands: preview, batches, replay, purge, the audit trail ------------------------
+# `outbox jobs retry|cancel|requeue-dead|purge` and `outbox replay` first count and sample what a
+# filter matches (the preview). Applying, they take the matches batch after batch in id order, up
+# to the last id matched when they started (rows added meanwhile, replayed copies among them, are
+# never taken), and move each batch with one guarded statement: `requeue` and `cancel` above (the
+# gateway's single-job routes use them too), `replay` and `purge` here. That statement checks the
+# status again, so a row that changed since it was picked is simply left alone.
+
+REPLAY_SOURCES = frozenset({S.PUBLISHED, S.COMPLETED})
+"""What an operator may replay: jobs that were published (and maybe processed) already."""
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database clock (the start of the transaction)."""
+    now: datetime = conn.execute(sa.select(sa.func.now())).scalar_one()
+    return now
+
+
+def count_matching(conn: Connection, job_filter: JobFilter) -> int:
+    """How many jobs match ``job_filter``."""
+    statement = sa.select(sa.func.count()).select_from(jobs)
+    return int(conn.execute(statement.where(*_filter_conditions(job_filter))).scalar_one())
+
+
+def last_matching_id(conn: Connection, job_filter: JobFilter) -> int | None:
+    """The highest ``id`` matching ``job_filter``: where a bulk command stops."""
+    statement = sa.select(sa.func.max(jobs.c.id)).where(*_filter_conditions(job_filter))
+    last: int | None = conn.execute(statement).scalar_one()
+    return last
+
+
+def matching_batch(
+    conn: Connection, job_filter: JobFilter, *, after_id: int, up_to_id: int, limit: int
+) -> list[JobRecord]:
+    """Up to ``limit`` jobs matching ``job_filter`` with ``after_id < id <= up_to_id``, by id.
+
+    Also the preview's sample (``after_id=0``). No rows are locked: the statement that moves
+    them checks their status again.
+    """
+    statement = (
+        sa.select(jobs)
+        .where(*_filter_conditions(job_filter), jobs.c.id > after_id, jobs.c.id <= up_to_id)
+        .order_by(jobs.c.id)
+        .limit(limit)
+    )
+    return [JobRecord.from_row(r) for r in conn.execute(statement).mappings()]
+
+
+def replay(
+    conn: Connection,
+    job_ids: Sequence[str],
+    *,
+    to_topic: str | None = None,
+    now: datetime | None = None,
+) -> list[str]:
+    """PUBLISHED or COMPLETED -> PENDING, due now, fresh attempts, same ``job_id``: published again.
+
+    The last run's traces (publication, receipt, result, progress, error, times) are cleared and,
+    with ``to_topic``, the job's topic is replaced. The new ``run_at`` makes the relay's due time
+    new, and with it the Redis publisher's dedup key: the replay adds a new stream entry.
+    """
+    t = _now(now)
+    last_run = ("published_at", "publish_receipt", "started_at", "finished_at", "result",
+                "progress", "last_error", "last_traceback")  # fmt: skip
+    values: dict[str, Any] = dict.fromkeys(last_run)
+    values |= {"status": S.PENDING.value, "attempts": 0, "run_at": t, "updated_at": t}
+    if to_topic is not None:
+        values["topic"] = to_topic
+    statement = (
+        sa.update(jobs)
+        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), _in(REPLAY_SOURCES))
+        .values(values)
+        .returning(jobs.c.job_id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+def purge(
+    conn: Connection,
+    job_ids: Sequence[str],
+    *,
+    finished_before: datetime,
+    statuses: Iterable[JobStatus] = FINISHED_STATES,
+) -> list[str]:
+    """Delete these jobs if they are finished (COMPLETED, DEAD, CANCELLED) before the bound."""
+    statement = (
+        sa.delete(jobs)
+        .where(
+            jobs.c.job_id == sa.any_(_text_array(job_ids)),
+            _in(_only(statuses, FINISHED_STATES)),
+            jobs.c.finished_at < finished_before,
+        )
+        .returning(jobs.c.job_id)
+    )
+    return sorted(row[0] for row in conn.execute(statement))
+
+
+def wake_listeners(conn: Connection) -> None:
+    """NOTIFY the relay and table-source workers (on commit): jobs are PENDING again."""
+    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "pending")))
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One operator action as :func:`record_audit` wrote it down."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    filter: dict[str, Any]
+    count: int
+    reason: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "at": self.at.isoformat()}
+
+
+def list_audit(
+    conn: Connection,
+    *,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[AuditRecord]:
+    """Operator actions, newest first; ``since`` keeps those at or after that time."""
+    statement = sa.select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
+    if action is not None:
+        statement = statement.where(audit.c.action == action)
+    if since is not None:
+        statement = statement.where(audit.c.at >= since)
+    return [AuditRecord(**row) for row in conn.execute(statement).mappings()]

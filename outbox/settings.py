@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -83,6 +83,19 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Polling fallback when no notification arrives."
     )
     worker_concurrency: int = Field(8, ge=1, le=1000, description="Handler threads per worker.")
+    worker_min_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Fewest handler threads when autoscaling (unset: OUTBOX_WORKER_CONCURRENCY).",
+    )
+    worker_max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        validate_default=True,  # checked against the minimum even when unset
+        description="Most handler threads when autoscaling (unset: OUTBOX_WORKER_CONCURRENCY).",
+    )
     worker_batch_size: int = Field(
         100, ge=1, le=10_000, description="Most jobs one claim takes (never more than free slots)."
     )
@@ -123,7 +136,15 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         7.0, ge=0, description="Days a finished job is kept before it is pruned; 0 keeps them."
     )
-    notify: bool = Field(True, description="Send NOTIFY on enqueue (off behind PgBouncer).")
+    notify: bool = Field(True, description="Send NOTIFY on enqueue and LISTEN for it.")
+    transaction_pooling: bool = Field(
+        False,
+        description=(
+            "The database URL goes through a transaction-pooling proxy (PgBouncer"
+            " pool_mode=transaction): keep no session state. Services poll instead of"
+            " LISTEN, relays lock shards per transaction, no server-side prepared statements."
+        ),
+    )
     max_payload_bytes: int = Field(1_048_576, ge=1, description="Largest payload accepted.")
     gateway_host: str = Field("0.0.0.0", description="Address the HTTP gateway listens on.")  # noqa: S104 - served to other pods
     gateway_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP gateway.")
@@ -159,6 +180,26 @@ class Settings(BaseSettings):
         "INFO", description="Log level."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON.")
+
+    @field_validator("worker_max_concurrency")
+    @classmethod
+    def _max_not_below_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        fixed = info.data.get("worker_concurrency")
+        low = info.data.get("worker_min_concurrency") or fixed
+        high = value or fixed
+        if low is not None and high is not None and low > high:
+            unset = "" if value else f"; unset, it is OUTBOX_WORKER_CONCURRENCY ({fixed})"
+            raise ValueError(
+                f"{high} is below OUTBOX_WORKER_MIN_CONCURRENCY ({low}){unset}; "
+                "the maximum must be at least the minimum"
+            )
+        return value
+
+    @property
+    def worker_concurrency_bounds(self) -> tuple[int, int]:
+        """The worker's (minimum, maximum) handler threads; equal (a fixed size) unless set."""
+        fixed = self.worker_concurrency
+        return (self.worker_min_concurrency or fixed, self.worker_max_concurrency or fixed)
 
     @field_validator("database_url")
     @classmethod

@@ -60,7 +60,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.DEAD: frozenset({JobStatus.PENDING}),  # operator requeue
     JobStatus.CANCELLED: frozenset({JobStatus.PENDING}),  # operator requeue
-    JobStatus.COMPLETED: frozenset(),
+    # Only an operator's replay (audited, `outbox replay`) brings a completed job back, to be
+    # published again with the same job_id. Nothing in the system does it on its own: a run
+    # reaches COMPLETED at most once, a replay starts the job's life over.
+    JobStatus.COMPLETED: frozenset({JobStatus.PENDING}),
 }
 
 LIVE_STATES: frozenset[JobStatus] = frozenset(

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from relay.publisher import Delivery, OutgoingMessage
 
@@ -83,3 +85,27 @@ class KafkaPublisher:
         if self._producer is not None:
             self._producer.flush(self._timeout)
             self._producer = None
+
+
+def create_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    partitions: int = 4,
+    extra_config: Mapping[str, Any] | None = None,
+    timeout_seconds: float = 20.0,
+) -> None:
+    """Create ``topic`` unless it exists: consumers that subscribe before it does wait minutes.
+
+    For development stacks; in production topics belong to whoever runs the brokers.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(extra_config or {})})
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=timeout_seconds,
+    )
+    try:
+        futures[topic].result(timeout=timeout_seconds)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise

@@ -26,7 +26,7 @@ _LATENCY_BUCKETS = (
 
 
 class RelayMetrics:
-    """Every relay metric; names and labels are listed in the README's metrics table."""
+    """Every relay metric; names and labels are listed in docs/metrics.md."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

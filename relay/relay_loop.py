@@ -6,7 +6,9 @@ leaves them PENDING and they are published again with the same ``job_id`` (Redis
 copy itself; Kafka consumers find nothing to claim).
 
 Batches run on one long-lived connection that also holds this relay's shard locks
-(:mod:`relay.shards`): losing it aborts the batch and frees the shards together.
+(:mod:`relay.shards`): losing it aborts the batch and frees the shards together. Behind a
+transaction-pooling proxy there is no session to hold them, so each batch locks its shards for
+its own transaction instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from outbox.wakeup import Waker
 from relay.metrics import RelayMetrics
 from relay.publisher import Delivery, OutgoingMessage, Publisher
 from relay.routing import Router
-from relay.shards import ShardOwnership
+from relay.shards import BatchShardLocks, ShardOwnership
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Relay:
         poll_interval: float = 1.0,
         listen_conninfo: str | None = None,
         shard_count: int = 16,
+        transaction_pooling: bool = False,
         rebalance_interval: float = 1.0,
         gauge_interval: float = 5.0,
         metrics: RelayMetrics | None = None,
@@ -72,6 +75,7 @@ class Relay:
         self._gauge_interval = gauge_interval
         self._outage_backoff = outage_backoff
         self.ownership = ShardOwnership(shard_count)
+        self._batch_locks = BatchShardLocks(shard_count) if transaction_pooling else None
         self.metrics = metrics if metrics is not None else RelayMetrics()
         self._conn: Connection | None = None
         self._next_rebalance = 0.0
@@ -95,19 +99,17 @@ class Relay:
 
     def _run_once(self) -> BatchResult:
         conn = self._connection()
-        if time.monotonic() >= self._next_rebalance:
+        if self._batch_locks is None and time.monotonic() >= self._next_rebalance:
             self.ownership.rebalance(conn)
             self.metrics.shards_owned.set(len(self.ownership.owned))
             self._next_rebalance = time.monotonic() + self._rebalance_interval
-        if not self.ownership.owned:
-            return BatchResult(0, 0, 0)
-        shards = (
-            None
-            if self.ownership.owns_all
-            else (self.ownership.shard_count, sorted(self.ownership.owned))
-        )
         started = time.perf_counter()
         with conn.begin():
+            owned = self._shards_for_batch(conn)
+            if not owned:
+                return BatchResult(0, 0, 0)
+            count = self.ownership.shard_count
+            shards = None if len(owned) == count else (count, sorted(owned))
             rows = queries.fetch_relayable(conn, limit=self._batch_size, shards=shards)
             if not rows:
                 return BatchResult(0, 0, 0)
@@ -126,6 +128,13 @@ class Relay:
             context = {"failed": failed, "batch": len(rows), "error": first_error}
             log.warning("publish incomplete; unmarked jobs stay PENDING", extra=context)
         return BatchResult(len(rows), len(receipts), failed)
+
+    def _shards_for_batch(self, conn: Connection) -> frozenset[int]:
+        if self._batch_locks is None:
+            return self.ownership.owned
+        locked = self._batch_locks.lock_for_batch(conn)
+        self.metrics.shards_owned.set(len(locked))
+        return locked
 
     def _observe(
         self,
@@ -185,6 +194,10 @@ class Relay:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
 
     def health(self, stall_after: float) -> str | None:
         """None while the loop goes round; the reason once it has stalled for ``stall_after`` s."""

@@ -125,3 +125,39 @@ class ShardOwnership:
             {"c": SHARD_LOCK_CLASS, "shards": free[:wanted]},
         ).scalars()
         self.owned = self.owned | set(taken)
+
+
+class BatchShardLocks:
+    """Shards locked for one batch's transaction only: for relays behind transaction pooling.
+
+    A transaction-pooling proxy (PgBouncer ``pool_mode=transaction``) hands each transaction
+    whichever server session is free, so a session lock would stay behind on a session another
+    client gets next. Here every batch tries each shard with a transaction-scoped lock, in a
+    random order, and works on the ones it got; the commit frees them. The lock keys are the
+    same as :class:`ShardOwnership`'s, so relays of both kinds exclude each other.
+
+    Replicas of this kind take turns rather than split the shards (whoever starts a batch first
+    gets every free shard), so a second replica buys failover, not throughput.
+    """
+
+    def __init__(self, shard_count: int) -> None:
+        if not 1 <= shard_count <= MAX_SHARDS:
+            raise ValueError(f"shard_count must be 1..{MAX_SHARDS}, got {shard_count}")
+        self.shard_count = shard_count
+
+    def lock_for_batch(self, conn: Connection) -> frozenset[int]:
+        """Lock every free shard until the current transaction ends; return those locked.
+
+        The rows must be read by a later statement than this one: in READ COMMITTED each
+        statement sees what committed before it began, including the last holder's marks.
+        """
+        shards = list(range(self.shard_count))
+        random.shuffle(shards)
+        taken = conn.execute(
+            sa.text(
+                "SELECT s FROM unnest(CAST(:shards AS int[])) AS s"
+                " WHERE pg_try_advisory_xact_lock(:c, s)"
+            ),
+            {"c": SHARD_LOCK_CLASS, "shards": shards},
+        ).scalars()
+        return frozenset(taken)

@@ -13,9 +13,11 @@ Handlers register on a registry, by default the module-level one::
 
 from __future__ import annotations
 
+from worker.autoscale import ScalePolicy
 from worker.handler_errors import PermanentError, Retry
 from worker.handlers import HandlerRegistry, cron, default_registry, handler
 from worker.job import Job
+from worker.metrics import WorkerMetrics
 from worker.policy import WorkerConfig
 from worker.rate_limits import RateLimit
 from worker.worker_loop import ClaimRound, Worker
@@ -27,8 +29,10 @@ __all__ = [
     "PermanentError",
     "RateLimit",
     "Retry",
+    "ScalePolicy",
     "Worker",
     "WorkerConfig",
+    "WorkerMetrics",
     "cron",
     "default_registry",
     "handler",

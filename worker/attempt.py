@@ -11,6 +11,8 @@ import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
+from outbox import tracing
+from outbox.logging_setup import job_fields
 from worker.handler_errors import PermanentError, Retry
 from worker.handlers import HandlerSpec
 from worker.job import Job
@@ -36,6 +38,7 @@ class Failed:
     error: str
     traceback: str | None = None
     permanent: bool = False
+    timed_out: bool = False  # the watchdog's, not the handler's: counted apart in the metrics
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,11 @@ Outcome = Completed | Failed | Snoozed
 def run_attempt(spec: HandlerSpec, job: Job) -> Outcome:
     """Call the handler once and classify how it ended."""
     try:
-        result = spec.func(job)
+        with (
+            job_fields(job_id=job.job_id, type=job.type, attempt=job.attempt),
+            tracing.job_span(job.type, job.job_id, job.attempt, job.headers),
+        ):
+            result = spec.func(job)
     except Retry as exc:
         return Snoozed(exc.after)
     except PermanentError as exc:
@@ -71,7 +78,7 @@ def no_handler(job_type: str, known: list[str]) -> Failed:
 
 
 def timed_out(seconds: float) -> Failed:
-    return Failed(f"timed out after {seconds:g} s")
+    return Failed(f"timed out after {seconds:g} s", timed_out=True)
 
 
 def describe(exc: BaseException) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from outbox import queries
 from outbox.states import JobStatus
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ class Maintenance:
         *,
         clock: Callable[[], datetime | None],
         batch_size: int = BATCH_SIZE,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._batch_size = batch_size
+        self._metrics = metrics
 
     def promote_once(self) -> int:
         with self._engine.begin() as conn:
@@ -55,6 +58,8 @@ class Maintenance:
     def rescue_once(self) -> int:
         with self._engine.begin() as conn:
             rescued = queries.rescue_expired(conn, limit=self._batch_size, now=self._clock())
+        if self._metrics is not None:  # committed: count them
+            self._metrics.lease_rescues.inc(len(rescued))
         for job in rescued:
             # A worker died or stalled holding these; worth a line each (rare, and actionable).
             log.warning(

@@ -3,6 +3,7 @@
 Completions that arrive together go out in one statement (one at a time caps a worker near
 2k jobs/s; DESIGN.md, performance notes); a retry, dead letter or snooze is one statement each.
 A write whose lease is gone changes nothing: the job was rescued, and its new holder decides.
+Metrics count each outcome once its transaction has committed, never before.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from outbox import queries
 from outbox.backoff import BackoffPolicy
 from outbox.job_record import Lease
 from worker.attempt import Completed, Failed, Outcome, Snoozed
+from worker.metrics import JobOutcome, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Report:
     attempt: int
     max_attempts: int
     outcome: Outcome
+    since: datetime | None = None  # published_at, else created_at: the latency metric's start
+    run_seconds: float | None = None  # the handler's run time (None: no handler ran)
 
 
 class OutcomeWriter:
@@ -51,8 +55,10 @@ class OutcomeWriter:
         backoff_for: Callable[[str], BackoffPolicy],
         on_written: Callable[[list[Lease]], None],
         outage_patience_seconds: float,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self._clock = clock
         self._backoff_for = backoff_for
         self._on_written = on_written
@@ -146,13 +152,25 @@ class OutcomeWriter:
                 if isinstance(r.outcome, Completed)
             ]
             done = set(queries.mark_completed(conn, completions, now=now))
+            written = []
             for report in batch:
                 if isinstance(report.outcome, Completed):
                     held = report.lease.id in done
+                    outcome = JobOutcome.COMPLETED if held else JobOutcome.FENCED
                 else:
-                    held = self._write_other(conn, report, report.outcome, now)
-                if not held:
+                    outcome = self._write_other(conn, report, report.outcome, now)
+                if outcome is JobOutcome.FENCED:
                     log.warning("lease lost; outcome discarded", extra=_context(report))
+                written.append((report, outcome))
+        self._count(written)
+
+    def _count(self, written: list[tuple[Report, JobOutcome]]) -> None:
+        if self._metrics is None:
+            return
+        for report, outcome in written:
+            self._metrics.record_outcome(
+                report.job_type, outcome, run_seconds=report.run_seconds, since=report.since
+            )
 
     def _write_alone(self, report: Report) -> None:
         try:
@@ -168,21 +186,26 @@ class OutcomeWriter:
 
     def _write_other(
         self, conn: sa.Connection, report: Report, outcome: Failed | Snoozed, now: datetime | None
-    ) -> bool:
+    ) -> JobOutcome:
         lease = report.lease
         if isinstance(outcome, Snoozed):
-            return queries.snooze(conn, lease, run_in=outcome.run_in, now=now)
+            held = queries.snooze(conn, lease, run_in=outcome.run_in, now=now)
+            return JobOutcome.SNOOZED if held else JobOutcome.FENCED
         context = _context(report) | {"error": outcome.error}
         if outcome.permanent or report.attempt >= report.max_attempts:
             log.warning("job dead", extra=context)
-            return queries.dead_letter(
+            held = queries.dead_letter(
                 conn, lease, error=outcome.error, traceback=outcome.traceback, now=now
             )
+            return JobOutcome.DEAD if held else JobOutcome.FENCED
         delay = self._backoff_for(report.job_type).delay(report.attempt)
         log.info("job failed; retry scheduled", extra=context | {"retry_in": delay.total_seconds()})
-        return queries.schedule_retry(
+        held = queries.schedule_retry(
             conn, lease, retry_in=delay, error=outcome.error, traceback=outcome.traceback, now=now
         )
+        if not held:
+            return JobOutcome.FENCED
+        return JobOutcome.TIMED_OUT if outcome.timed_out else JobOutcome.RETRIED
 
 
 def _context(report: Report) -> dict[str, object]:

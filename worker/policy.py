@@ -12,15 +12,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from outbox.backoff import BackoffPolicy
+from worker.autoscale import ScalePolicy
 from worker.handlers import HandlerRegistry
 from worker.rate_limits import RateLimit
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a :class:`~worker.Worker` is told, with the defaults of the settings."""
+    """Everything a :class:`~worker.Worker` is told, with the defaults of the settings.
+
+    ``concurrency`` is the number of handler slots; with ``autoscale`` it is where they start
+    (within the policy's bounds) and the autoscaler resizes them every ``backlog_interval``
+    seconds, when the backlog gauge is refreshed.
+    """
 
     concurrency: int = 8
+    autoscale: ScalePolicy | None = None  # None: a fixed concurrency
+    backlog_interval: float = 2.0
     batch_size: int = 100
     lease: timedelta = timedelta(seconds=30)
     poll_interval: float = 1.0

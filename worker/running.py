@@ -12,7 +12,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from outbox.job_record import Lease
 from worker.handlers import HandlerSpec
@@ -26,6 +27,8 @@ class RunningJob:
     job: Job
     spec: HandlerSpec
     lease: Lease
+    since: datetime | None = None  # published_at, else created_at (the metrics' latency start)
+    started: float = field(default_factory=time.monotonic)  # dispatched to a thread
     settled: bool = False  # an outcome was accepted for it
     written: bool = False  # that outcome is in the database: the lease is no longer ours
     returned: bool = False  # the handler's thread came back
@@ -39,10 +42,12 @@ class RunningJobs:
         self._on_free = on_free
         self._changed = threading.Condition()
         self._jobs: dict[uuid.UUID, RunningJob] = {}
+        self._peak = 0
 
     def add(self, running: RunningJob) -> None:
         with self._changed:
             self._jobs[running.lease.lease_token] = running
+            self._peak = max(self._peak, len(self._jobs))
 
     def settle(self, running: RunningJob, report: Callable[[], None]) -> bool:
         """Report this job's outcome with ``report`` unless someone already did; False then.
@@ -81,6 +86,12 @@ class RunningJobs:
     def count(self) -> int:
         with self._changed:
             return len(self._jobs)
+
+    def take_peak(self) -> int:
+        """The most jobs in hand at once since the last call (or the start); starts a new period."""
+        with self._changed:
+            peak, self._peak = max(self._peak, len(self._jobs)), len(self._jobs)
+            return peak
 
     def count_by_type(self) -> Counter[str]:
         with self._changed:

@@ -8,9 +8,11 @@ one fenced write of the outcome, after which the source may ack the delivery. A 
 leaves each job either claimable, or PROCESSING under a lease that expires and is rescued; none
 completes twice, because completing needs the current lease token.
 
-Threads: the caller's runs the claim loop; ``concurrency`` daemon threads run handlers; one
-each writes outcomes, beats the heartbeat, watches timeouts and (table source) listens for
-NOTIFY; the scheduler (when given) runs the periodic duties and cron firings.
+Threads: the caller's runs the claim loop, and every ``backlog_interval`` samples the backlog
+(the gauge an HPA or KEDA scales on, and the input of the autoscaler, which resizes the handler
+threads between its bounds); ``concurrency`` daemon threads run handlers; one each writes
+outcomes, beats the heartbeat, watches timeouts and (table source) listens for NOTIFY; the
+scheduler (when given) runs the periodic duties and cron firings.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,13 +38,14 @@ from outbox.failpoints import failpoint
 from outbox.job_record import ClaimedJob, Lease
 from outbox.wakeup import Waker
 from worker.attempt import Outcome, Snoozed, no_handler, run_attempt, timed_out
+from worker.capacity import Capacity
 from worker.claim_plan import plan_claims
 from worker.cron_enqueuer import CronEnqueuer
 from worker.duties import Maintenance, schedule_duties
-from worker.executor import Executor
 from worker.handlers import HandlerRegistry
 from worker.heartbeat import Heartbeat
 from worker.job import Job
+from worker.metrics import WorkerMetrics
 from worker.outcome_writer import OutcomeWriter, Report
 from worker.policy import TypePolicies, WorkerConfig
 from worker.rate_limits import RateLimiter
@@ -53,6 +57,9 @@ from worker.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime | None]
+
+OUTAGE_BACKOFF = BackoffPolicy(base_seconds=0.5, cap_seconds=30.0)
+"""A database or broker outage: the loop waits this long between tries (and goes round)."""
 
 
 def _database_clock() -> datetime | None:
@@ -93,8 +100,10 @@ class Worker:
         worker_id: str | None = None,
         notify: bool = True,
         source: JobSource | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.worker_id = worker_id or new_worker_id()
         self._registry = registry
         self._config = config
@@ -115,26 +124,40 @@ class Worker:
         self._wake = threading.Event()  # a slot freed, a notification came, or stop
         self._running = RunningJobs(on_free=self._wake.set)
         self._limiter = RateLimiter(self._policies.rate_limits)
-        self._executor = Executor(config.concurrency)
+        self._capacity = Capacity(
+            engine, types=list(registry.handlers), config=config, running=self._running,
+            metrics=self.metrics, clock=clock, on_grow=self._wake.set,
+        )  # fmt: skip
         self._writer = OutcomeWriter(
             engine,
             clock=clock,
             backoff_for=self._policies.backoff_for,
             on_written=self._written,
             outage_patience_seconds=config.lease.total_seconds(),
+            metrics=self.metrics,
         )
         self._heartbeat = Heartbeat(engine, self._running, lease=config.lease, clock=clock)
         self._watchdog: Watchdog[RunningJob] = Watchdog(self._on_timeout)
         self._listener: threading.Thread | None = None
-        self.maintenance = Maintenance(engine, clock=clock)
+        self.maintenance = Maintenance(engine, clock=clock, metrics=self.metrics)
         self.cron = CronEnqueuer(engine, registry.crons, notify=notify)
+        self.last_loop = time.monotonic()
+        """When the loop last went round (monotonic); a stalled loop fails the health probe."""
+        self.metrics.in_flight.set_function(self._running.count)
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Claim and run jobs until :attr:`stop_event` is set, then shut down gracefully."""
+    def run(self, on_started: Callable[[], None] | None = None) -> None:
+        """Claim and run jobs until :attr:`stop_event` is set, then shut down gracefully.
+
+        ``on_started`` runs once the source is connected and every thread is up, before the
+        first claim (``outbox worker`` serves its probes from there); if it raises, the worker
+        shuts down and the error propagates.
+        """
         self._start()
         try:
+            if on_started is not None:
+                on_started()
             self._loop()
         finally:
             self._shutdown()
@@ -143,17 +166,38 @@ class Worker:
         self.stop_event.set()
         self._wake.set()
 
+    @property
+    def concurrency(self) -> int:
+        """Handler slots now (the autoscaler changes it between its bounds)."""
+        return self._capacity.size
+
+    @property
+    def config(self) -> WorkerConfig:
+        """What the worker was told (an autoscaled one started at ``concurrency``)."""
+        return self._config
+
+    def health(self, stall_after: float | None = None) -> str | None:
+        """None while the loop goes round; the reason once it has stalled for ``stall_after`` s
+        (default: twice the longest round, a poll interval plus an outage's wait, plus 10 s)."""
+        if stall_after is None:
+            longest = self._config.poll_interval + OUTAGE_BACKOFF.cap_seconds
+            stall_after = 2 * longest + 10
+        stalled = time.monotonic() - self.last_loop
+        return None if stalled < stall_after else f"worker loop stalled for {stalled:.0f} s"
+
     def _loop(self) -> None:
-        outage = BackoffPolicy(base_seconds=0.5, cap_seconds=30.0)
         failures = 0
         while not self.stop_event.is_set():
+            self.last_loop = time.monotonic()
+            self.metrics.loop_heartbeat.set_to_current_time()
             self._wake.clear()  # before looking, so a wake-up during the round is kept
             try:
                 claimed = self.run_once()
+                self._capacity.sample_if_due()
             except (sa.exc.OperationalError, SourceUnavailable):
                 failures += 1
                 log.warning("database or broker unavailable; backing off", exc_info=True)
-                self.stop_event.wait(outage.delay(failures).total_seconds())
+                self.stop_event.wait(OUTAGE_BACKOFF.delay(failures).total_seconds())
                 continue
             failures = 0
             if claimed.claimed == 0 and self._running.count() == 0 and not self._writer.pending:
@@ -170,7 +214,7 @@ class Worker:
         With no free capacity the source is still asked (for nothing): a broker source commits
         what is done and keeps its consumer alive meanwhile.
         """
-        budget = min(self._config.concurrency - self._running.count(), self._config.batch_size)
+        budget = min(self._capacity.size - self._running.count(), self._config.batch_size)
         groups = plan_claims(
             handled=self._registry.handlers.keys(),
             concurrency_limits=self._policies.concurrency_limits,
@@ -188,6 +232,10 @@ class Worker:
             self._dispatch(job)
         return ClaimRound(len(claimed.jobs), claimed.more)
 
+    def sample_backlog(self) -> int:
+        """Count the due backlog, set its gauge, let the autoscaler resize; the concurrency now."""
+        return self._capacity.sample()
+
     def _wait_seconds(self) -> float:
         # A type held back by an empty bucket is worth a look as soon as a token is free.
         refills = [self._limiter.next_token_in(t) for t in self._limiter.type_limited]
@@ -197,6 +245,7 @@ class Worker:
 
     def _dispatch(self, claimed: ClaimedJob) -> None:
         lease = Lease(claimed.id, claimed.lease_token)
+        since = claimed.published_at or claimed.created_at
         job = Job(
             id=claimed.id, job_id=claimed.job_id, type=claimed.type, payload=claimed.payload,
             key=claimed.key, attempt=claimed.attempt, max_attempts=claimed.max_attempts,
@@ -204,25 +253,24 @@ class Worker:
         )  # fmt: skip
         spec = self._registry.get(claimed.type)
         if spec is None:
-            self._writer.put(
-                _report(job, lease, no_handler(job.type, list(self._registry.handlers)))
-            )
+            outcome = no_handler(job.type, list(self._registry.handlers))
+            self._writer.put(_report(job, lease, outcome, since))
             return
         wait = self._limiter.acquire(job.type, job.key)
         if wait > 0:
-            self._writer.put(_report(job, lease, Snoozed(timedelta(seconds=wait))))
+            self._writer.put(_report(job, lease, Snoozed(timedelta(seconds=wait)), since))
             return
-        running = RunningJob(job, spec, lease)
+        running = RunningJob(job, spec, lease, since)
         self._running.add(running)
         if spec.timeout_seconds is not None:
             self._watchdog.watch(running, spec.timeout_seconds)
-        self._executor.submit(partial(self._run_job, running))
+        self._capacity.executor.submit(partial(self._run_job, running))
 
     def _run_job(self, running: RunningJob) -> None:
         try:
             outcome = run_attempt(running.spec, running.job)
             failpoint("worker.after_handler")
-            report = _report(running.job, running.lease, outcome)
+            report = _running_report(running, outcome)
             if not self._running.settle(running, partial(self._writer.put, report)):
                 log.warning(
                     "handler returned after its timeout or shutdown; its outcome is discarded",
@@ -233,7 +281,7 @@ class Worker:
 
     def _on_timeout(self, running: RunningJob) -> None:
         seconds = running.spec.timeout_seconds or 0.0
-        report = _report(running.job, running.lease, timed_out(seconds))
+        report = _running_report(running, timed_out(seconds))
         if self._running.settle(running, partial(self._writer.put, report)):
             running.job.cancelled.set()
             log.warning("job timed out", extra={"job_id": running.job.job_id, "seconds": seconds})
@@ -252,7 +300,7 @@ class Worker:
 
     def _start(self) -> None:
         self._source.start()  # first: a broker that cannot be reached stops us before any thread
-        self._executor.start()
+        self._capacity.executor.start()
         self._writer.start()
         self._heartbeat.start()
         self._watchdog.start()
@@ -295,7 +343,7 @@ class Worker:
         self._writer.stop()  # writes every outcome already reported
         self._give_back(unfinished)
         self._heartbeat.stop()
-        self._executor.stop()
+        self._capacity.executor.stop()
         if self._listener is not None:
             self._listener.join()
             self._listener = None
@@ -321,5 +369,12 @@ class Worker:
         )
 
 
-def _report(job: Job, lease: Lease, outcome: Outcome) -> Report:
-    return Report(lease, job.job_id, job.type, job.attempt, job.max_attempts, outcome)
+def _report(
+    job: Job, lease: Lease, outcome: Outcome, since: datetime | None, run: float | None = None
+) -> Report:
+    return Report(lease, job.job_id, job.type, job.attempt, job.max_attempts, outcome, since, run)
+
+
+def _running_report(running: RunningJob, outcome: Outcome) -> Report:
+    run = time.monotonic() - running.started
+    return _report(running.job, running.lease, outcome, running.since, run)

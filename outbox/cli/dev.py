@@ -1,40 +1,54 @@
 """``outbox dev``: the whole system on the embedded default, with no external service.
 
-It starts an embedded PostgreSQL, migrates it, runs a worker with the example reservation
-handlers of seed 004 (some payment attempts fail and retry, a few are refused for good), and
-submits a stream of demo jobs in business transactions, one of them rolled back to show it
-leaves no job. A progress bar follows the jobs to the end; the summary gives jobs per state,
-throughput and latency percentiles. Ctrl-C stops everything cleanly and still summarises.
+It starts an embedded PostgreSQL and broker (Redis by default; tansu for Kafka, or none, where
+workers claim from the table), migrates, and runs the relay, a worker with the example
+reservation handlers of seed 004 (some payment attempts fail and retry, a few are refused for
+good) and the HTTP gateway. It submits a stream of demo jobs in business transactions, every
+fifth one through the gateway's HTTP API, and one rolled back to show it leaves no job. A
+progress bar follows the jobs to the end; the summary gives jobs per state, throughput and
+latency percentiles. Ctrl-C stops everything cleanly and still summarises.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from apscheduler.schedulers.background import BackgroundScheduler
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
 import gateway
 import worker
+from gateway.auth import hash_token, new_token
+from gateway.http_app import create_app
 from outbox import migrations_runner, queries
-from outbox.backoff import BackoffPolicy
-from outbox.cli import render
-from outbox.database import create_engine, libpq_conninfo
-from outbox.embedded_servers import embedded_postgres
+from outbox.cli import render, services
+from outbox.database import create_engine
+from outbox.embedded_servers import embedded_kafka, embedded_postgres, embedded_redis
+from outbox.errors import OutboxError
+from outbox.probe_server import ProbeServer
 from outbox.schema import jobs
+from outbox.settings import Settings
 from outbox.states import FINISHED_STATES
+from relay.kafka_publisher import create_topic
 
 DEMO_TYPES = ("reservation.expired", "payment.approved", "payment.failed")
 JOBS_PER_TRANSACTION = 10
+HTTP_EVERY = 5
+"""Every fifth demo transaction goes through the gateway's HTTP API instead of the Python API."""
+
+Broker = Literal["redis", "kafka", "none"]
 
 
 def demo_registry(rng: random.Random) -> worker.HandlerRegistry:
@@ -74,71 +88,216 @@ class Summary:
     retried: int
 
 
-def run_dev(out: Console, *, demo_jobs: int, rate: float = 500.0, seed: int = 4) -> None:
+@dataclass
+class Submitted:
+    total: int = 0
+    via_http: int = 0
+
+
+@dataclass(frozen=True)
+class GatewayClient:
+    """The demo's HTTP client of the gateway it started (stdlib only: a dev-time nicety)."""
+
+    base_url: str
+    token: str
+
+    def submit_batch(self, specs: list[gateway.JobSpec]) -> None:
+        body = {"jobs": [{"type": s.type, "payload": s.payload, "key": s.key} for s in specs]}
+        request = urllib.request.Request(  # noqa: S310 - our own loopback URL
+            f"{self.base_url}/v1/jobs:batch",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            if response.status != 201:
+                raise RuntimeError(f"gateway answered {response.status} to a demo batch")
+
+
+def dev_settings(
+    database_url: str, broker: Broker, broker_address: str, gateway_port: int, token: str
+) -> Settings:
+    """Settings of the embedded stack; short delays, so the demo shows retries within seconds."""
+    at: dict[str, Any] = {}
+    if broker == "redis":
+        at["redis_url"] = f"redis://{broker_address}/0"
+    elif broker == "kafka":
+        at["kafka_bootstrap_servers"] = broker_address
+        # tansu completes a group join in about half the session timeout (default 45 s).
+        at["kafka_config"] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    return Settings(
+        database_url=database_url,
+        broker=broker,
+        **at,
+        retry_base_seconds=0.2,
+        retry_max_seconds=2.0,
+        promote_interval_seconds=0.2,
+        lease_seconds=10,
+        poll_interval_seconds=0.5,
+        worker_shutdown_grace_seconds=5.0,
+        gateway_host="127.0.0.1",
+        gateway_port=gateway_port,
+        gateway_tokens={
+            "dev": {
+                "sha256": hash_token(token),
+                "scopes": ["jobs:write", "jobs:read", "jobs:admin"],
+            }
+        },
+    )
+
+
+@contextmanager
+def _embedded_broker(broker: Broker) -> Iterator[str]:
+    """Start the broker; yield its address (empty for "none")."""
+    if broker == "none":
+        yield ""
+        return
+    start = embedded_redis if broker == "redis" else embedded_kafka
+    with start() as server:
+        yield f"127.0.0.1:{server.port}"
+
+
+class _Services:
+    """Relay, worker and gateway of the dev stack, each stopped however the demo ends."""
+
+    def __init__(self, settings: Settings, registry: worker.HandlerRegistry) -> None:
+        self.relay = services.build_relay(settings) if settings.broker != "none" else None
+        self.worker = services.build_worker(settings, registry)
+        self.gateway_engine = create_engine(settings.database_url, pool_size=4)
+        self.gateway = ProbeServer(
+            create_app(self.gateway_engine, services.gateway_config(settings)),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+        )
+        self._port = settings.gateway_port
+        self._gateway_started = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> int:
+        """Start everything; return the gateway's port."""
+        try:
+            port = self.gateway.start()
+        except OSError:
+            raise OutboxError(
+                f"the gateway cannot listen on 127.0.0.1:{self._port} (in use?);"
+                " pass --gateway-port 0 for any free port"
+            ) from None
+        self._gateway_started = True
+        loops: list[tuple[str, Callable[[], None]]] = [("worker", self.worker.run)]
+        if self.relay is not None:
+            loops.insert(0, ("relay", self.relay.run))
+        for name, run in loops:
+            thread = threading.Thread(target=run, name=name)
+            self._threads.append(thread)
+            thread.start()
+        return port
+
+    def stop(self) -> None:
+        if self._gateway_started:
+            self.gateway.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        self.worker.stop()
+        for thread in self._threads:
+            thread.join(30)
+        if self.relay is not None:
+            self.relay.publisher.close()  # before the broker stops, or librdkafka complains
+        self.gateway_engine.dispose()
+
+
+def run_dev(
+    out: Console,
+    *,
+    demo_jobs: int,
+    rate: float = 500.0,
+    seed: int = 4,
+    broker: Broker = "redis",
+    gateway_port: int = 8080,
+) -> None:
     """Start everything, submit ``demo_jobs`` at ``rate`` jobs/s, follow them, summarise."""
-    out.print("[bold]outbox dev[/bold]: embedded PostgreSQL and a worker, no Docker, no services")
+    where = {"redis": "Redis Streams", "kafka": "Kafka (tansu)", "none": "no broker"}[broker]
+    out.print(
+        f"[bold]outbox dev[/bold]: embedded PostgreSQL, {where}, relay, worker and HTTP gateway;"
+        " no Docker, no services"
+    )
     # The summary counts failures and dead letters; one log line per retry would drown it.
-    logging.getLogger("worker").setLevel(logging.ERROR)
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    with embedded_postgres() as pg:
+    for noisy in ("worker", "relay", "apscheduler", "gateway", "uvicorn"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    with ExitStack() as stack:
+        pg = stack.enter_context(embedded_postgres())
         out.print(f"PostgreSQL up at {pg.url}")
         migrations_runner.upgrade(pg.url)
-        engine = create_engine(pg.url, pool_size=8)
+        address = stack.enter_context(_embedded_broker(broker))
+        if address:
+            out.print(f"{where} up at {address}")
+        token = new_token()
+        settings = dev_settings(pg.url, broker, address, gateway_port, token)
+        if broker == "kafka":
+            create_topic(address, settings.default_topic)
+        engine = create_engine(pg.url, pool_size=4)
+        stack.callback(engine.dispose)
         rng = random.Random(seed)  # demo data, not security
-        running = worker.Worker(
-            engine,
-            demo_registry(rng),
-            worker.WorkerConfig(
-                concurrency=8,
-                lease=timedelta(seconds=10),
-                # Short delays, so the demo shows retries within seconds.
-                backoff=BackoffPolicy(base_seconds=0.2, cap_seconds=2.0, jitter_seconds=0.1),
-                promote_interval=0.2,
-                shutdown_grace=5.0,
-            ),
-            listen_conninfo=libpq_conninfo(pg.url),
-            scheduler=BackgroundScheduler(timezone=UTC),
-        )
-        thread = threading.Thread(target=running.run, name="worker")
+        submitted = Submitted()
+        running = _Services(settings, demo_registry(rng))
         started = time.perf_counter()
-        # Everything after the worker starts sits inside the try: a Ctrl-C at any line must
-        # still stop the worker, or its thread would keep the process alive forever.
+        # Everything after the services start sits inside the try: a Ctrl-C at any line must
+        # still stop them, or their threads would keep the process alive forever.
         try:
-            thread.start()
+            port = running.start()
+            client = GatewayClient(f"http://127.0.0.1:{port}", token)
+            out.print(f"gateway at {client.base_url} (docs: /docs); try:")
+            out.print(
+                f"  curl -H 'Authorization: Bearer {token}' {client.base_url}/v1/jobs?limit=5",
+                highlight=False,
+            )
             out.print(
                 f"worker started; submitting {demo_jobs} demo jobs at {rate:g} jobs/s"
                 " (Ctrl-C stops)"
             )
-            _follow(out, engine, rng, demo_jobs, rate)
+            _follow(out, engine, client, rng, demo_jobs, rate, submitted)
         except KeyboardInterrupt:
-            out.print("interrupted; stopping the worker")
+            out.print("interrupted; stopping the gateway, relay and worker")
         finally:
             running.stop()
-            thread.join(30)
         summary = _summarise(engine, time.perf_counter() - started)
         _print_summary(out, engine, summary)
-        engine.dispose()
+        out.print(f"submitted {submitted.total} jobs, {submitted.via_http} of them through the"
+                  " HTTP gateway")  # fmt: skip
     out.print("stopped; the embedded database was deleted")
 
 
-def _follow(out: Console, engine: Engine, rng: random.Random, count: int, rate: float) -> None:
+def _follow(
+    out: Console,
+    engine: Engine,
+    client: GatewayClient,
+    rng: random.Random,
+    count: int,
+    rate: float,
+    sent: Submitted,
+) -> None:
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=out) as progress:
         submitted = progress.add_task("submitted", total=count)
         finished = progress.add_task("finished", total=count)
         start = time.monotonic()
-        sent = 0
-        while sent < count:
-            # Open loop at the offered rate; the worker runs meanwhile.
-            wait = start + sent / rate - time.monotonic()
+        transactions = 0
+        while sent.total < count:
+            # Open loop at the offered rate; the relay and worker run meanwhile.
+            wait = start + sent.total / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            size = min(JOBS_PER_TRANSACTION, count - sent)
-            with engine.begin() as conn:
-                gateway.enqueue_many(conn, [_demo_job(rng) for _ in range(size)])
-            sent += size
-            progress.update(submitted, completed=sent)
+            size = min(JOBS_PER_TRANSACTION, count - sent.total)
+            specs = [_demo_job(rng) for _ in range(size)]
+            transactions += 1
+            if transactions % HTTP_EVERY == 0:
+                client.submit_batch(specs)
+                sent.via_http += size
+            else:
+                with engine.begin() as conn:
+                    gateway.enqueue_many(conn, specs)
+            sent.total += size
+            progress.update(submitted, completed=sent.total)
             progress.update(finished, completed=_finished(engine))
         _business_transaction_rolled_back(engine)
         while (done := _finished(engine)) < count:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from outbox.job_record import BacklogStats, JobRecord
+from outbox.queries import AuditRecord
 
 SHOW_FIELDS = (
     "job_id", "type", "key", "topic", "status", "priority", "attempts", "max_attempts",
@@ -65,6 +66,18 @@ def job_detail_table(record: JobRecord) -> Table:
         value = values[name]
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
         table.add_row(name, "" if value is None else shown)
+    return table
+
+
+def audit_table(records: Sequence[AuditRecord]) -> Table:
+    table = Table(title="operator actions, newest first")
+    for name in ("id", "at", "actor", "action", "count", "reason", "filter"):
+        table.add_column(name, overflow="fold", justify="right" if name == "count" else "left")
+    for r in records:
+        table.add_row(
+            str(r.id), _when(r.at), r.actor, r.action, f"{r.count:,}", r.reason,
+            json.dumps(r.filter, sort_keys=True),
+        )  # fmt: skip
     return table
 
 

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
 from gateway.app_context import GatewayConfig
@@ -23,12 +24,13 @@ from outbox.backoff import BackoffPolicy
 from outbox.database import create_engine, libpq_conninfo
 from outbox.errors import OutboxError
 from outbox.new_job import EnqueueLimits
-from outbox.probe_server import ProbeServer, probe_app, schema_readiness
+from outbox.probe_server import Check, ProbeServer, probe_app, schema_readiness
 from outbox.settings import Settings, SettingsError
 from outbox.topics import TopicRoutes, redis_stream
 from relay.publisher import Publisher
 from relay.relay_loop import Relay
 from relay.routing import Router
+from worker.autoscale import ScalePolicy
 from worker.handlers import HandlerRegistry, default_registry
 from worker.policy import WorkerConfig
 from worker.rate_limits import RateLimit
@@ -59,30 +61,75 @@ def build_publisher(settings: Settings) -> Publisher:
 
 
 def build_relay(settings: Settings) -> Relay:
-    engine = create_engine(settings.database_url, pool_size=2)
+    engine = database_engine(settings, pool_size=2)
     return Relay(
         engine,
         build_publisher(settings),
         Router(settings.default_topic, settings.topics_by_type),
         batch_size=settings.relay_batch_size,
         poll_interval=settings.poll_interval_seconds,
-        listen_conninfo=libpq_conninfo(settings.database_url) if settings.notify else None,
+        listen_conninfo=listen_conninfo(settings),
         shard_count=settings.relay_shards,
+        transaction_pooling=settings.transaction_pooling,
     )
+
+
+def database_engine(settings: Settings, *, pool_size: int) -> Engine:
+    return create_engine(
+        settings.database_url,
+        pool_size=pool_size,
+        transaction_pooling=settings.transaction_pooling,
+    )
+
+
+def listen_conninfo(settings: Settings) -> str | None:
+    """Where to LISTEN for wake-ups; None (poll only) when notifications cannot arrive."""
+    # LISTEN belongs to a session, and a transaction-pooling proxy hands out no session.
+    if not settings.notify or settings.transaction_pooling:
+        return None
+    return libpq_conninfo(settings.database_url)
+
+
+def start_probes(
+    settings: Settings, registry: CollectorRegistry, *, health: Check, engine: Engine
+) -> ProbeServer:
+    """Serve /healthz (``health``), /readyz (schema at head) and /metrics on OUTBOX_PROBE_PORT."""
+    app = probe_app(registry, health=health, ready=schema_readiness(engine))
+    server = ProbeServer(app, host=settings.probe_host, port=settings.probe_port)
+    try:
+        server.start()
+    except OSError as exc:
+        where = f"{settings.probe_host}:{settings.probe_port}"
+        raise OutboxError(f"cannot serve probes on {where} (OUTBOX_PROBE_PORT): {exc}") from None
+    return server
 
 
 def start_relay_probes(settings: Settings, relay: Relay) -> ProbeServer:
     """Serve the relay's /healthz, /readyz and /metrics on OUTBOX_PROBE_PORT."""
     # A healthy loop goes round at least once per publish timeout plus a poll interval.
     stall_after = 2 * (settings.publish_timeout_seconds + settings.poll_interval_seconds) + 10
-    app = probe_app(
-        relay.metrics.registry,
-        health=lambda: relay.health(stall_after),
-        ready=schema_readiness(relay.engine),
-    )
-    server = ProbeServer(app, host=settings.probe_host, port=settings.probe_port)
-    server.start()
-    return server
+    return start_probes(
+        settings, relay.metrics.registry, health=lambda: relay.health(stall_after),
+        engine=relay.engine,
+    )  # fmt: skip
+
+
+def start_worker_probes(settings: Settings, worker: Worker) -> ProbeServer:
+    """Serve the worker's /healthz, /readyz and /metrics on OUTBOX_PROBE_PORT."""
+    # Its default stall bound: twice a poll interval plus an outage's longest wait, plus 10 s.
+    registry = worker.metrics.registry
+    return start_probes(settings, registry, health=worker.health, engine=worker.engine)
+
+
+def run_worker(settings: Settings, worker: Worker) -> None:
+    """Run ``worker`` until it is stopped, serving its probes once its source is connected."""
+    probes: list[ProbeServer] = []
+    try:
+        # Not before: a broker that cannot be reached at start stays the one line printed.
+        worker.run(on_started=lambda: probes.append(start_worker_probes(settings, worker)))
+    finally:
+        for server in probes:
+            server.stop()
 
 
 def load_handlers(modules: list[str]) -> HandlerRegistry:
@@ -134,8 +181,10 @@ def build_worker(settings: Settings, registry: HandlerRegistry) -> Worker:
         # APScheduler logs two INFO lines per duty run, and promotion runs every second.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     retention = timedelta(days=settings.retention_days) if settings.retention_days else None
+    minimum, maximum = settings.worker_concurrency_bounds
     config = WorkerConfig(
-        concurrency=settings.worker_concurrency,
+        concurrency=minimum,  # an autoscaled worker starts small and grows with its backlog
+        autoscale=ScalePolicy(minimum, maximum) if maximum > minimum else None,
         batch_size=settings.worker_batch_size,
         lease=timedelta(seconds=settings.lease_seconds),
         poll_interval=settings.poll_interval_seconds,
@@ -149,13 +198,13 @@ def build_worker(settings: Settings, registry: HandlerRegistry) -> Worker:
         prune_interval=settings.prune_interval_seconds,
         retention=retention,
     )
-    engine = create_engine(settings.database_url, pool_size=4)
+    engine = database_engine(settings, pool_size=4)
     worker_id = new_worker_id()
     return Worker(
         engine,
         registry,
         config,
-        listen_conninfo=libpq_conninfo(settings.database_url) if settings.notify else None,
+        listen_conninfo=listen_conninfo(settings),
         scheduler=BackgroundScheduler(timezone=UTC),
         worker_id=worker_id,
         notify=settings.notify,
@@ -211,7 +260,7 @@ def run_gateway(settings: Settings) -> None:
         logging.getLogger("gateway").warning(
             "OUTBOX_GATEWAY_TOKENS is empty: only the public routes will answer"
         )
-    engine = create_engine(settings.database_url, pool_size=10)
+    engine = database_engine(settings, pool_size=10)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler it
     # found; one that does nothing lets the command end normally (exit 0), as the relay's does.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

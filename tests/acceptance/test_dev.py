@@ -17,10 +17,13 @@ def count_in_table(output: str, state: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def test_dev_runs_every_demo_job_to_an_end_and_summarises() -> None:
-    result = subprocess.run([OUTBOX, "dev", "--jobs", "300", "--rate", "2000"],
-                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+def test_dev_runs_every_demo_job_through_gateway_relay_and_worker_and_summarises() -> None:
+    command = [OUTBOX, "dev", "--jobs", "300", "--rate", "2000", "--gateway-port", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+    assert "Redis Streams up at 127.0.0.1:" in result.stdout
+    # 30 transactions of 10 jobs; every fifth went through the HTTP gateway.
+    assert "submitted 300 jobs, 60 of them through the HTTP gateway" in result.stdout
     assert "finished 300 jobs in" in result.stdout
     completed, dead = (count_in_table(result.stdout, state) for state in ("COMPLETED", "DEAD"))
     assert completed + dead == 300
@@ -32,7 +35,7 @@ def test_dev_runs_every_demo_job_to_an_end_and_summarises() -> None:
 
 
 def test_ctrl_c_stops_dev_cleanly_and_still_summarises() -> None:
-    command = [OUTBOX, "dev", "--jobs", "1000000", "--rate", "200"]
+    command = [OUTBOX, "dev", "--jobs", "1000000", "--rate", "200", "--gateway-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -46,6 +49,6 @@ def test_ctrl_c_stops_dev_cleanly_and_still_summarises() -> None:
             process.kill()
             process.wait()
     assert process.returncode == 0, stderr
-    assert "interrupted; stopping the worker" in stdout
+    assert "interrupted; stopping the gateway, relay and worker" in stdout
     assert "Traceback" not in stderr
     assert "the embedded database was deleted" in stdout

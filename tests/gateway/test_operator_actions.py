@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from outbox import queries
 from tests.gateway.conftest import auth
 from tests.gateway.jobs_in_db import audit_rows, complete, kill
+from tests.operator_cli import audit_json, invoke
 
 W, A = auth("writer"), auth("admin")
 
@@ -92,3 +93,19 @@ def test_writers_and_readers_cannot_retry_or_cancel(client: TestClient) -> None:
     for who in ("writer", "reader"):
         response = client.post("/v1/jobs/j/cancel", json={"reason": "r"}, headers=auth(who))
         assert response.status_code == 403
+
+
+def test_gateway_and_cli_actions_share_one_audit_trail(
+    client: TestClient, engine: Engine, database_url: str
+) -> None:
+    for job_id in ("j1", "j2", "j3"):
+        _submit(client, job_id)
+    assert client.post("/v1/jobs/j1/cancel", json={"reason": "dup"}, headers=A).status_code == 200
+    cli = invoke(database_url, "jobs", "cancel", "--id", "j2", "--id", "j3", "--reason", "batch",
+                 "--actor", "carol", "--yes")  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    listed = audit_json(database_url, "--action", "cancel")
+    assert [(r["actor"], r["count"], r["reason"], r["filter"].get("job_ids")) for r in listed] == [
+        ("carol", 2, "batch", ["j2", "j3"]), ("admin", 1, "dup", None),
+    ]  # fmt: skip
+    assert listed[1]["filter"] == {"job_id": "j1"}

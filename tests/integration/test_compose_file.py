@@ -6,6 +6,7 @@ ruamel.yaml (a dependency of check-jsonschema) reads it for the assertions on it
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -103,3 +104,72 @@ def test_kafka_advertises_a_host_listener_and_a_network_listener() -> None:
     assert {"PLAINTEXT_HOST://localhost:9092", "PLAINTEXT://kafka:19092"} <= advertised
     assert "broker" in env["KAFKA_PROCESS_ROLES"]
     assert "controller" in env["KAFKA_PROCESS_ROLES"]
+
+
+# --- the outbox services, built from the Dockerfile ----------------------------------------------
+
+OUTBOX_SERVICES = ("gateway", "relay", "worker")
+
+
+def outbox_service(name: str) -> dict[str, Any]:
+    service: dict[str, Any] = load(COMPOSE_FILE)["services"][name]
+    return service
+
+
+@pytest.mark.parametrize("service", ["migrate", *OUTBOX_SERVICES])
+def test_outbox_services_are_built_from_the_repository_dockerfile(service: str) -> None:
+    build = outbox_service(service)["build"]
+    context = build if isinstance(build, str) else build["context"]
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (COMPOSE_FILE.parent / context / dockerfile).is_file()
+    # No `user:` override: the image's own non-root USER applies (tests/deploy checks it).
+    assert "user" not in outbox_service(service)
+
+
+def test_migrate_is_a_one_shot_outbox_migrate_after_postgres_is_healthy() -> None:
+    migrate = outbox_service("migrate")
+    assert migrate["command"] == ["migrate"]  # the image's ENTRYPOINT is `outbox`
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("service", OUTBOX_SERVICES)
+def test_each_service_starts_after_migrate_completes_and_its_backends_are_healthy(
+    service: str,
+) -> None:
+    depends_on = outbox_service(service)["depends_on"]
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+    backends = {"postgres"} | ({"kafka"} if service != "gateway" else set())
+    for backend in backends:
+        assert depends_on[backend]["condition"] == "service_healthy", backend
+
+
+@pytest.mark.parametrize("service", OUTBOX_SERVICES)
+def test_each_service_runs_its_outbox_command(service: str) -> None:
+    assert outbox_service(service)["command"][0] == service
+
+
+@pytest.mark.parametrize("service", OUTBOX_SERVICES)
+def test_each_healthcheck_fetches_both_probes_the_service_serves(service: str) -> None:
+    from tests.deploy.served_probes import served
+
+    spec = outbox_service(service)
+    test = spec["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], "the slim image has no curl"
+    script = test[3]
+    serves = served()[service]
+    ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", script)}
+    assert ports == {serves.port(spec["environment"])}
+    paths = set(re.findall(r"'(/\w+)'", script))
+    assert paths == {"/healthz", "/readyz"}
+    assert paths <= serves.get_paths
+
+
+def test_services_reach_the_backends_by_their_compose_names() -> None:
+    env = outbox_service("relay")["environment"]
+    assert "@postgres:5432/" in env["OUTBOX_DATABASE_URL"]
+    advertised = load(COMPOSE_FILE)["services"]["kafka"]["environment"]
+    assert f"PLAINTEXT://{env['OUTBOX_KAFKA_BOOTSTRAP_SERVERS']}" in advertised[
+        "KAFKA_ADVERTISED_LISTENERS"
+    ].split(",")
+    assert load(COMPOSE_FILE)["services"]["kafka"]["image"].startswith("apache/kafka:")

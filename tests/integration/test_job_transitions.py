@@ -53,6 +53,10 @@ MOVES = [
          lambda c, j: queries.requeue(c, [j.job_id], now=T0)),
     Move("prune_finished", FINISHED_STATES, None,
          lambda c, j: queries.prune_finished(c, older_than=timedelta(days=7), now=T0)),
+    Move("replay", queries.REPLAY_SOURCES, S.PENDING,
+         lambda c, j: queries.replay(c, [j.job_id], now=T0)),
+    Move("purge", FINISHED_STATES, None,
+         lambda c, j: queries.purge(c, [j.job_id], finished_before=T0)),
 ]  # fmt: skip
 
 

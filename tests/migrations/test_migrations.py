@@ -58,3 +58,28 @@ def test_is_at_head_tells_a_migrated_database_from_an_empty_one(empty_database_u
             assert migrations_runner.is_at_head(conn)
     finally:
         engine.dispose()
+
+
+def test_code_serves_a_database_at_its_head_or_past_it_but_not_behind(
+    empty_database_url: str,
+) -> None:
+    """Old pods stay ready on a newer release's expanded schema; new pods wait for migrate."""
+    engine = create_engine(empty_database_url)
+
+    def serves() -> bool:
+        with engine.connect() as conn:
+            return migrations_runner.serves_this_code(conn)
+
+    try:
+        assert not serves()  # empty
+        migrations_runner.upgrade(empty_database_url, "0001")
+        assert not serves()  # behind this code's head
+        migrations_runner.upgrade(empty_database_url)
+        assert serves()
+        with engine.begin() as conn:  # a newer release's revision, unknown to this code
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+        assert serves()
+        with engine.connect() as conn:
+            assert not migrations_runner.is_at_head(conn)
+    finally:
+        engine.dispose()

@@ -10,8 +10,8 @@ def test_live_and_finished_states_split_all_states() -> None:
     assert not LIVE_STATES & FINISHED_STATES
 
 
-def test_completed_is_final() -> None:
-    assert TRANSITIONS[JobStatus.COMPLETED] == frozenset()
+def test_completed_leaves_only_by_operator_replay() -> None:
+    assert TRANSITIONS[JobStatus.COMPLETED] == frozenset({JobStatus.PENDING})
 
 
 def test_finished_states_leave_only_by_operator_requeue() -> None:

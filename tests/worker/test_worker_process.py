@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from outbox.schema import jobs
@@ -45,6 +47,8 @@ def worker_env(database_url: str, run_dir: Path) -> dict[str, str]:
         "OUTBOX_POLL_INTERVAL_SECONDS": "0.05",
         "OUTBOX_RESCUE_INTERVAL_SECONDS": "0.2",
         "OUTBOX_WORKER_SHUTDOWN_GRACE_SECONDS": "3",
+        "OUTBOX_PROBE_HOST": "127.0.0.1",
+        "OUTBOX_PROBE_PORT": "0",  # several workers at once: each on a free port of its own
         "WORKER_TEST_DIR": str(run_dir),
     }
 
@@ -207,8 +211,11 @@ def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_res
          "cannot reach Redis"),
         (["--handlers", HANDLERS], {"OUTBOX_RATE_LIMITS_BY_TYPE": '{"test.gated": "lots"}'},
          "OUTBOX_RATE_LIMITS_BY_TYPE: rate limit 'lots' is not like"),
+        (["--handlers", HANDLERS], {"OUTBOX_WORKER_MIN_CONCURRENCY": "5",
+                                    "OUTBOX_WORKER_MAX_CONCURRENCY": "4"},
+         "OUTBOX_WORKER_MAX_CONCURRENCY: Value error, 4 is below OUTBOX_WORKER_MIN_CONCURRENCY"),
     ],
-    ids=["missing-module", "broker-unreachable", "bad-rate-limit"],
+    ids=["missing-module", "broker-unreachable", "bad-rate-limit", "bad-concurrency-bounds"],
 )  # fmt: skip
 def test_a_worker_that_cannot_start_says_why_in_one_line_and_exits_2(
     worker_env: dict[str, str], args: list[str], env: dict[str, str], message: str
@@ -219,3 +226,44 @@ def test_a_worker_that_cannot_start_says_why_in_one_line_and_exits_2(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def probe_port(process: Spawned) -> int | None:
+    """The port ``outbox worker`` logged it serves its probes on (JSON logs), once it has."""
+    for line in process.log().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line being written, or not JSON
+        if entry.get("message") == "probe server listening":
+            return int(entry["port"])
+    return None
+
+
+def scraped(base: str, name: str, **labels: str) -> float | None:
+    text = httpx.get(f"{base}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def test_outbox_worker_serves_probes_and_metrics_of_the_jobs_it_ran(
+    engine: Engine, spawn: Callable[..., Spawned]
+) -> None:
+    job_id = enqueue(engine, "test.quick")
+    process = spawn(OUTBOX_LOG_FORMAT="json", OUTBOX_WORKER_MIN_CONCURRENCY="2",
+                    OUTBOX_WORKER_MAX_CONCURRENCY="6")  # fmt: skip
+    assert wait_until(lambda: probe_port(process) is not None, timeout=20), process.log()
+    base = f"http://127.0.0.1:{probe_port(process)}"
+    wait_for_status(engine, job_id, S.COMPLETED)
+
+    completed = {"type": "test.quick", "outcome": "completed"}
+    assert wait_until(lambda: scraped(base, "outbox_worker_jobs_total", **completed) == 1)
+    assert scraped(base, "outbox_worker_concurrency") == 2  # an autoscaled worker starts small
+    assert scraped(base, "outbox_worker_in_flight") == 0
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/readyz").json() == {"status": "ok"}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0

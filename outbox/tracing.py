@@ -1,0 +1,90 @@
+"""Trace context through the outbox: captured at enqueue, carried in the job, continued by workers.
+
+The W3C ``traceparent`` (and ``tracestate``) of the span current at enqueue go into the job's
+headers; the relay copies a job's headers into the Kafka or Redis message; the worker opens its
+span for the handler as a child of that context, so one trace runs from the request that
+enqueued a job to the handler that ran it, across processes and hours.
+
+OpenTelemetry is optional (the ``otel`` extra). Without it, or without a tracer provider
+configured, nothing is added and the spans are no-ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+
+    ENABLED = True
+except ImportError:  # the optional extra is not installed
+    ENABLED = False
+
+TRACEPARENT = "traceparent"
+
+
+def with_trace_context(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """The job's headers plus the current trace context, unless they carry one already."""
+    if not ENABLED or (headers is not None and TRACEPARENT in headers):
+        return headers
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if TRACEPARENT not in carrier:  # no span is recording here
+        return headers
+    return {**(headers or {}), **carrier}
+
+
+@contextmanager
+def incoming_context(headers: Mapping[str, str]) -> Iterator[None]:
+    """Make the caller's trace context (from HTTP headers) current, unless a span already is.
+
+    With an OpenTelemetry ASGI/FastAPI instrumentation installed its server span is current
+    and wins; without one, the job still joins the caller's trace.
+    """
+    if not ENABLED or trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(dict(headers)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def job_span(
+    job_type: str, job_id: str, attempt: int, headers: Mapping[str, str]
+) -> Iterator[None]:
+    """The worker's span around one handler call, a child of the context the job carries.
+
+    An exception from the handler passes through, recorded on the span as an error.
+    """
+    if not ENABLED:
+        yield
+        return
+    attributes: dict[str, Any] = {
+        "messaging.message.id": job_id,
+        "outbox.job.type": job_type,
+        "outbox.job.attempt": attempt,
+    }
+    tracer = trace.get_tracer("outbox.worker")
+    with tracer.start_as_current_span(
+        f"process {job_type}",
+        context=propagate.extract(dict(headers)),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    ):
+        yield
+
+
+def current_ids() -> tuple[str, str] | None:
+    """The current trace and span ids in hex, for log records; None outside a recording span."""
+    if not ENABLED:
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
