@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from outbox.job_record import Lease
+from outbox import queries
+from outbox.job_record import JobRecord, Lease
 from outbox.schema import jobs
 from outbox.states import FINISHED_STATES, JobStatus
 
@@ -72,3 +74,11 @@ def lease_of(job: PlacedJob) -> Lease:
     """The job's lease; a job not in PROCESSING has no token, so a fresh one stands in for
     whatever a caller holds."""
     return Lease(job.id, job.lease_token or uuid.uuid4())
+
+
+def stored_job(engine: Engine, job_id: str) -> JobRecord:
+    """The job as it is on disk now; it must exist."""
+    with engine.connect() as conn:
+        record = queries.get_job(conn, job_id)
+    assert record is not None, f"no job {job_id}"
+    return record

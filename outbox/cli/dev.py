@@ -163,7 +163,7 @@ class _Services:
     def __init__(self, settings: Settings, registry: worker.HandlerRegistry) -> None:
         self.relay = services.build_relay(settings) if settings.broker != "none" else None
         self.worker = services.build_worker(settings, registry)
-        self.gateway_engine = create_engine(settings.database_url, pool_size=4)
+        self.gateway_engine = services.database_engine(settings, pool_size=4)
         self.gateway = ProbeServer(
             create_app(self.gateway_engine, services.gateway_config(settings)),
             host=settings.gateway_host,

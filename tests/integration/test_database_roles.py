@@ -23,9 +23,9 @@ from outbox import queries
 from outbox.database import create_engine
 from outbox.probe_server import schema_readiness
 from outbox.schema import jobs
-from relay.publisher import Delivery, OutgoingMessage
 from relay.relay_loop import Relay
 from relay.routing import Router
+from tests.acking_publisher import AckingPublisher
 from tests.waiting import wait_until
 from worker import HandlerRegistry, Job, Worker, WorkerConfig
 
@@ -33,14 +33,6 @@ ROLES_SQL = Path(__file__).resolve().parents[2] / "deploy" / "sql" / "roles.sql"
 ROLES = ("outbox_gateway", "outbox_relay", "outbox_worker", "outbox_operator")
 
 RoleEngine = Callable[[str], Engine]
-
-
-class AckingPublisher:
-    def publish(self, messages: list[OutgoingMessage]) -> list[Delivery]:
-        return [Delivery(m.id, receipt={"offset": m.id}) for m in messages]
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

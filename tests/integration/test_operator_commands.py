@@ -19,6 +19,7 @@ from outbox.failpoints import FailpointError
 from outbox.job_record import JobRecord
 from outbox.schema import jobs
 from outbox.states import JobStatus
+from tests.jobs_on_disk import stored_job
 from tests.operator_cli import audit_json, audit_rows, invoke, place, statuses
 
 S = JobStatus
@@ -26,13 +27,6 @@ COMMANDS = (
     ("jobs", "retry"), ("jobs", "cancel"), ("jobs", "requeue-dead"),
     ("jobs", "purge", "--older-than", "7d"), ("replay",),
 )  # fmt: skip
-
-
-def read(engine: Engine, job_id: str) -> JobRecord:
-    with engine.connect() as conn:
-        record = queries.get_job(conn, job_id)
-    assert record is not None
-    return record
 
 
 def test_preview_prints_the_count_and_ten_rows_and_changes_nothing(
@@ -61,7 +55,7 @@ def test_yes_changes_exactly_the_matched_rows_with_one_audit_row_per_batch(
     assert result.exit_code == 0, result.output
     assert "requeue-dead: changed 7 of 7 matched jobs in 3 audited batches" in result.stdout
     assert statuses(engine, mine) == ["PENDING"] * 7
-    assert {read(engine, j).attempts for j in mine} == {0}
+    assert {stored_job(engine, j).attempts for j in mine} == {0}
     assert statuses(engine, other_type + failed) == ["DEAD", "DEAD", "FAILED"]
     rows = audit_rows(engine)
     assert [(r.actor, r.action, r.count, r.reason) for r in rows] == [
@@ -82,7 +76,7 @@ def test_retry_resets_attempts_of_dead_and_cancelled_jobs_only_as_the_gateway_do
     result = invoke(database_url, "jobs", "retry", "--key", "k", "--reason", "r", "--yes")
     assert result.exit_code == 0, result.output
     moved = dead + cancelled + failed
-    assert [(read(engine, j).status, read(engine, j).attempts) for j in moved] == [
+    assert [(stored_job(engine, j).status, stored_job(engine, j).attempts) for j in moved] == [
         ("PENDING", 0), ("PENDING", 0), ("PENDING", 2),
     ]  # fmt: skip
     assert statuses(engine, published) == ["PUBLISHED"]  # only with --status PUBLISHED
@@ -122,8 +116,8 @@ def test_cancel_never_touches_a_processing_job_and_says_so(
     assert statuses(engine, movable + leased + done) == [
         "CANCELLED", "CANCELLED", "PROCESSING", "COMPLETED",
     ]  # fmt: skip
-    assert read(engine, movable[0]).last_error == "customer left"
-    assert read(engine, leased[0]).locked_until == soon
+    assert stored_job(engine, movable[0]).last_error == "customer left"
+    assert stored_job(engine, leased[0]).locked_until == soon
     refused = invoke(database_url, "jobs", "cancel", "--status", "PROCESSING", "--reason", "r")
     assert refused.exit_code == 1
     assert "cancel moves only FAILED, PENDING, PUBLISHED jobs, not PROCESSING" in refused.stderr

@@ -16,11 +16,12 @@ from sqlalchemy.engine import Engine
 
 import gateway
 from outbox import queries
-from outbox.job_record import JobRecord, Lease
+from outbox.job_record import Lease
 from outbox.schema import jobs
 from relay.redis_publisher import RedisPublisher
 from relay.relay_loop import Relay
 from relay.routing import Router
+from tests.jobs_on_disk import stored_job
 from tests.operator_cli import audit_rows, invoke, statuses
 
 pytestmark = pytest.mark.redis
@@ -39,13 +40,6 @@ def relay(engine: Engine, redis_url: str, prefix: str) -> Iterator[Relay]:
         yield Relay(engine, publisher, Router("jobs"))
     finally:
         publisher.close()
-
-
-def read(engine: Engine, job_id: str) -> JobRecord:
-    with engine.connect() as conn:
-        record = queries.get_job(conn, job_id)
-    assert record is not None
-    return record
 
 
 def claim_and_complete(engine: Engine, job_ids: list[str]) -> None:
@@ -82,7 +76,7 @@ def test_a_same_id_replay_reaches_redis_again_and_is_claimable_again(
     assert result.exit_code == 0, result.output
     assert "replay: changed 2 of 2 matched jobs in 1 audited batches" in result.stdout
     assert "Same job_id" in result.stdout
-    replayed = read(engine, "a")
+    replayed = stored_job(engine, "a")
     assert (replayed.status, replayed.attempts, replayed.result) == ("PENDING", 0, None)
     assert statuses(engine, ["c"]) == ["PUBLISHED"]
 
@@ -106,7 +100,7 @@ def test_a_replay_to_another_topic_goes_to_that_stream(
     assert result.exit_code == 0, result.output
     assert relay.run_once().published == 1
     assert [e[1]["job_id"] for e in redis_client.xrange(f"{prefix}audit-copy")] == ["a"]
-    assert read(engine, "a").topic == "audit-copy"
+    assert stored_job(engine, "a").topic == "audit-copy"
 
 
 def test_replay_as_new_enqueues_copies_naming_the_original_and_keeps_it(

@@ -21,20 +21,12 @@ import gateway
 from outbox.backoff import BackoffPolicy
 from outbox.database import create_engine
 from outbox.schema import jobs
-from relay.publisher import Delivery, OutgoingMessage
 from relay.relay_loop import Relay
 from relay.routing import Router
+from tests.acking_publisher import AckingPublisher
 from tests.waiting import wait_until
 
 BACKOFF = BackoffPolicy(base_seconds=0.2, cap_seconds=1.0, jitter_seconds=0.0)
-
-
-class AckingPublisher:
-    def publish(self, messages: list[OutgoingMessage]) -> list[Delivery]:
-        return [Delivery(m.id, receipt={"offset": m.id}) for m in messages]
-
-    def close(self) -> None:
-        pass
 
 
 class OutageWarnings(logging.Handler):

@@ -19,22 +19,12 @@ from outbox.cli.services import listen_conninfo
 from outbox.database import create_engine
 from outbox.schema import jobs
 from outbox.settings import Settings
-from relay.publisher import Delivery, OutgoingMessage
 from relay.relay_loop import Relay
 from relay.routing import Router
 from relay.shards import SHARD_LOCK_CLASS
+from tests.acking_publisher import AckingPublisher
 
 SHARDS = 8
-
-
-class AckingPublisher:
-    """Acks everything at once: these tests are about the database session, not a broker."""
-
-    def publish(self, messages: list[OutgoingMessage]) -> list[Delivery]:
-        return [Delivery(m.id, receipt={"offset": m.id}) for m in messages]
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(params=[False, True], ids=["session", "transaction-pooling"])

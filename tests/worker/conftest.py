@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 import gateway
-from outbox import queries
 from outbox.backoff import BackoffPolicy
 from outbox.job_record import JobRecord
 from outbox.states import JobStatus
 from relay.publisher import Publisher
 from relay.relay_loop import Relay
 from relay.routing import Router
+from tests.jobs_on_disk import stored_job
 from tests.waiting import wait_until
 from worker import HandlerRegistry, Job, Worker, WorkerConfig
 
@@ -115,11 +115,7 @@ def enqueue(engine: Engine, type: str, payload: Any = None, **options: Any) -> s
         return gateway.enqueue(conn, type, {} if payload is None else payload, **options)
 
 
-def job(engine: Engine, job_id: str) -> JobRecord:
-    with engine.connect() as conn:
-        record = queries.get_job(conn, job_id)
-    assert record is not None
-    return record
+job = stored_job  # the name the worker tests read it by
 
 
 def wait_for_status(
