@@ -83,6 +83,14 @@ class DeliveryClaims:
         """How many deliveries to read now: the round's room, less those already waiting."""
         return max(0, min(limit, self._max_waiting) - len(self._waiting))
 
+    def room_to_buffer(self) -> int:
+        """How many deliveries may be read ahead of free capacity, to wait here unclaimed."""
+        return max(0, self._max_waiting - len(self._waiting))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def receive(self, fresh: Sequence[Delivery], handled: frozenset[str]) -> list[Delivery]:
         """Take in what was just read; return the deliveries done at once (no handler here)."""
         fresh = self._unseen(fresh)

@@ -7,7 +7,8 @@ already done finds nothing to claim. On a revoke the done offsets are committed 
 ``auto.offset.reset=earliest``: a new group starts at the beginning of each partition, so
 nothing published before it existed is skipped.
 
-When the worker has no room, the assigned partitions are paused (the consumer keeps polling, so
+Messages are read ahead of free capacity into a bounded buffer (``max_waiting``). When it has
+been full for a few seconds, the assigned partitions are paused (the consumer keeps polling, so
 it stays in the group and serves rebalances) rather than read into an unbounded buffer.
 Only this worker module imports ``confluent_kafka``; its errors become :class:`SourceUnavailable`.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +38,11 @@ REQUIRED_CONFIG: dict[str, Any] = {
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
 }
+
+
+# A buffer full for this long means slow handlers: pause the partitions then, so the consumer
+# keeps polling (and stays in the group) without fetching. Shorter stalls keep the prefetch.
+PAUSE_AFTER_SECONDS = 5.0
 
 
 class KafkaSource:
@@ -68,6 +75,7 @@ class KafkaSource:
         self._offsets = PartitionOffsets()
         self._consumer: Consumer | None = None
         self._paused = False
+        self._full_since: float | None = None
         self._assignment_lock = threading.Lock()
         self._assignment: set[TP] = set()
 
@@ -88,13 +96,22 @@ class KafkaSource:
 
     def claim(self, request: ClaimRequest) -> SourceRound:
         consumer = self._running()
-        room = self._claims.room_to_read(request.limit)
+        # Read ahead of free capacity into the waiting buffer: pausing whenever every slot is
+        # busy throws librdkafka's prefetched messages away, and each resume then costs a fetch
+        # round trip (about 0.4 s with tansu: 250 jobs/s). Pause only when the buffer is full.
+        room = self._claims.room_to_buffer()
+        if room > 0:
+            self._full_since = None
+        # Block for work only when a claim could use it and nothing waits to be claimed.
+        blocks = request.limit > 0 and self._claims.waiting == 0
         try:
             if room > 0:
                 self._pause(consumer, False)
-                wait = min(self._block_seconds, request.wait_seconds)
-                messages = consumer.consume(num_messages=room, timeout=wait)
-            else:  # no room: stay in the group and serve rebalances, fetch nothing
+                wait = min(self._block_seconds, request.wait_seconds) if blocks else 0.0
+                messages = self._read(consumer, room, wait)
+            elif self._full_for() < PAUSE_AFTER_SECONDS:
+                messages = []  # a slot frees soon and takes from the buffer; keep the prefetch
+            else:  # full for long: stay in the group and serve rebalances, fetch nothing
                 self._pause(consumer, True)
                 messages = consumer.consume(num_messages=1, timeout=0)
         except KafkaException as exc:
@@ -103,7 +120,28 @@ class KafkaSource:
         jobs, done = self._claims.claim(request)
         self._done(done)
         self._commit(consumer)
-        return SourceRound(jobs, more=room > 0)
+        # Again at once after a read that waited for work, or a claim that found some.
+        return SourceRound(jobs, more=(room > 0 and blocks) or bool(jobs))
+
+    def _full_for(self) -> float:
+        """Seconds the buffer has been full, counted from the first round that found it so."""
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        return now - self._full_since
+
+    @staticmethod
+    def _read(consumer: Consumer, room: int, wait: float) -> list[Message]:
+        # consume(n, timeout) returns only once n messages arrived or the timeout passed, so one
+        # blocking call for a full round would hold ready messages back for up to the timeout.
+        # Take what is fetched already; block for the first message only when there is none.
+        messages = consumer.consume(num_messages=room, timeout=0)
+        if messages or wait <= 0:
+            return messages
+        messages = consumer.consume(num_messages=1, timeout=wait)
+        if messages and room > 1:
+            messages += consumer.consume(num_messages=room - 1, timeout=0)
+        return messages
 
     def acknowledge(self, leases: Sequence[Lease]) -> None:
         # Any thread: only the bookkeeping here; the loop commits in its next round.
