@@ -161,6 +161,28 @@ def test_a_gateway_token_is_replaced_without_a_gap_and_the_old_one_refused(
     assert set(stack.stop_all().values()) == {0}
 
 
+def test_a_gateway_refusing_a_type_at_its_backlog_bound_accepts_it_once_a_worker_drains(
+    database_url: str, engine: Engine, make_stack: MakeStack
+) -> None:
+    token = new_token()
+    tokens = {"checkout": {"sha256": hash_token(token), "scopes": ["jobs:write", "jobs:read"]}}
+    stack = make_stack(database_url, OUTBOX_GATEWAY_TOKENS=json.dumps(tokens),
+                       OUTBOX_GATEWAY_BACKLOG_LIMITS=json.dumps({"email.send": 20}))  # fmt: skip
+    gateway = stack.start("outbox gateway", kind="gateway")
+    backlog = enqueue(engine, [JobSpec("email.send", {"to": f"u{n}@example.com"})
+                               for n in range(20)])  # fmt: skip
+    assert submit(gateway.url, token, "refused") == 503
+
+    run = run_runbook("gateway-errors.md", stack)
+
+    assert 'reason="backlog"' in run.output("Diagnose")
+    assert re.search(r"email\.send \|\s+20$", run.output("Diagnose"), re.MULTILINE)  # by type
+    assert "200" in run.output("Diagnose")  # /readyz: the database answers
+    wait_for(engine, backlog, "COMPLETED", timeout=60)
+    assert wait_until(lambda: submit(gateway.url, token, "accepted") == 201, timeout=10)
+    assert set(stack.stop_all().values()) == {0}
+
+
 def database_name(database_url: str) -> str:
     return str(sa.make_url(database_url).database)
 
@@ -197,6 +219,12 @@ def _answers(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
 def status_with(base: str, token: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     return httpx.get(f"{base}/v1/jobs?limit=1", headers=headers).status_code
+
+
+def submit(base: str, token: str, job_id: str) -> int:
+    job = {"job_id": job_id, "type": "email.send", "payload": {"to": "new@example.com"}}
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.post(f"{base}/v1/jobs", json=job, headers=headers).status_code
 
 
 def printed(run: Transcript, field: str) -> str:
