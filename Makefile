@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck imports pytest migrations-check bench bench-gateway bench-worker clean
+.PHONY: dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,19 @@ pytest: $(STAMP)
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/migrations
 
-# Prints figures; starts its own embedded servers. Quick look: BENCH_ARGS="--jobs 20000".
+# The whole suite (raw SQL limits, enqueue, relay, worker, peers, scaling) in one run on its own
+# embedded servers: one table, and JSON in bench/results/latest.json (--json PATH). The full run
+# takes a long while (10M finished rows); `make bench-quick` is about 3 minutes.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.suite --quick $(BENCH_ARGS)
+
+# The relay alone, in more detail. Quick look: BENCH_ARGS="--jobs 20000".
+bench-relay: $(STAMP)
 	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)
 
 # HTTP gateway submissions (single and batch) beside the in-process enqueue API; about 90 s.

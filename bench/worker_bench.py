@@ -102,6 +102,8 @@ class Drained:
 
     seconds: float
     handler_calls: int | None = None
+    enqueue_seconds: float | None = None
+    """How long enqueueing the backlog took, in 1,000-job batches (peers; outside the clock)."""
 
 
 class Stopwatch:
@@ -381,10 +383,12 @@ async def drain_pgqueuer(url: str, jobs_expected: int, concurrency: int) -> Drai
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         loader = Queries.from_psycopg_connection(conn)
         await loader.install()
+        enqueue_started = time.perf_counter()
         for start in range(0, jobs_expected, FILL_BATCH):
             size = min(FILL_BATCH, jobs_expected - start)
             payloads: list[bytes | None] = [b'{"i": %d}' % (start + i) for i in range(size)]
             await loader.enqueue([PEER_NOOP] * size, payloads, [0] * size)
+        enqueue_seconds = time.perf_counter() - enqueue_started
     settle(url)
     watch = Stopwatch(jobs_expected)
     async with (
@@ -413,7 +417,7 @@ async def drain_pgqueuer(url: str, jobs_expected: int, concurrency: int) -> Drai
         raise DrainFailed(f"pgqueuer: {queued} left queued, {distinct} successful, "
                           f"{failed} failed, {watch.calls} handler calls; "
                           f"{jobs_expected} expected")  # fmt: skip
-    return Drained(seconds, watch.calls)
+    return Drained(seconds, watch.calls, enqueue_seconds)
 
 
 class _QuietMainModuleWarning(logging.Filter):
@@ -441,10 +445,12 @@ async def drain_procrastinate(url: str, jobs_expected: int, concurrency: int) ->
 
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
+        enqueue_started = time.perf_counter()
         for start in range(0, jobs_expected, FILL_BATCH):
             end = min(jobs_expected, start + FILL_BATCH)
             arguments: list[dict[str, Any]] = [{"i": i} for i in range(start, end)]
             await noop.batch_defer_async(*arguments)
+        enqueue_seconds = time.perf_counter() - enqueue_started
         settle(url)
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
             run = asyncio.create_task(app.run_worker_async(
@@ -459,7 +465,7 @@ async def drain_procrastinate(url: str, jobs_expected: int, concurrency: int) ->
     if (finished, total, watch.calls) != (jobs_expected,) * 3:
         raise DrainFailed(f"procrastinate: {finished} succeeded of {total} jobs, {watch.calls} "
                           f"handler calls; {jobs_expected} expected")  # fmt: skip
-    return Drained(seconds, watch.calls)
+    return Drained(seconds, watch.calls, enqueue_seconds)
 
 
 def run_peer(
@@ -481,6 +487,7 @@ class Row:
     jobs: int
     run: Callable[[], Drained]
     rates: list[float] = field(default_factory=list)
+    enqueue_rates: list[float] = field(default_factory=list)
     not_run: str | None = None
 
     def run_once(self) -> None:
@@ -496,6 +503,8 @@ class Row:
             self.not_run = f"{type(exc).__name__}: {exc}"
         else:
             self.rates.append(self.jobs / drained.seconds)
+            if drained.enqueue_seconds:
+                self.enqueue_rates.append(self.jobs / drained.enqueue_seconds)
 
 
 RAW = "raw claim+complete (no handler)"
