@@ -111,6 +111,40 @@ def test_a_job_whose_worker_is_killed_mid_run_completes_exactly_once_elsewhere(
     assert second.wait(10) == 0
 
 
+def test_a_worker_paused_past_its_lease_loses_the_job_and_its_late_completion_is_refused(
+    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
+) -> None:
+    job_id = enqueue(engine, "test.gated", {"gate": "g1"})
+    paused = spawn()
+    assert wait_until(lambda: len(runs(run_dir)) == 1, timeout=20)
+    paused.send_signal(signal.SIGSTOP)  # a long GC pause, a frozen VM: alive, but silent
+    try:
+        other = spawn()  # its rescuer returns the job once the 1 s lease expires; it runs it
+        assert wait_until(lambda: len(runs(run_dir)) == 2, timeout=20)
+        (run_dir / "release-g1").touch()
+        record = wait_for_status(engine, job_id, S.COMPLETED)
+        with engine.connect() as conn:
+            row_before = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).one()
+    finally:
+        paused.send_signal(signal.SIGCONT)
+
+    # The paused handler wakes, sees its gate open (or its lease gone) and returns; the worker
+    # tries to complete the job under its old lease, and the row refuses it.
+    assert wait_until(lambda: "lease lost; outcome discarded" in paused.log(), timeout=20)
+    with engine.connect() as conn:
+        row_after = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).one()
+    assert row_after == row_before  # byte-identical: not completed twice, nothing overwritten
+    assert (record.attempts, record.result) == (2, {"done_by": other.pid})
+    assert runs(run_dir)[:3] == [
+        ["start", job_id, "1", str(paused.pid)],
+        ["start", job_id, "2", str(other.pid)],
+        ["done", job_id, "2", str(other.pid)],
+    ]
+    for process in (paused, other):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
 @pytest.fixture(params=["redis", "kafka"])
 def broker_env(
     request: pytest.FixtureRequest, start_relay: StartRelay, redis_url: str, kafka_bootstrap: str
