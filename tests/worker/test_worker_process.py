@@ -145,6 +145,48 @@ def test_a_worker_paused_past_its_lease_loses_the_job_and_its_late_completion_is
         assert process.wait(10) == 0
 
 
+POISON_TYPES = ("test.poison.raises", "test.poison.hangs", "test.poison.kills")
+
+
+def test_poison_jobs_are_dead_after_exactly_max_attempts_while_healthy_jobs_complete(
+    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
+) -> None:
+    """Three kinds of poison: raising, hanging past the timeout, and killing their own worker
+    (which the test starts again, as Kubernetes would). Attempts are counted at claim, so even
+    the job that kills every worker that runs it reaches DEAD instead of looping."""
+    poison = {kind: enqueue(engine, kind) for kind in POISON_TYPES}
+    healthy = [enqueue(engine, "test.healthy", {"n": n}) for n in range(60)]
+    everyone = [*poison.values(), *healthy]
+    final = {S.COMPLETED, S.DEAD}
+    workers = [spawn()]
+    restarts = 0
+
+    def settled() -> bool:
+        nonlocal restarts
+        if workers[-1].poll() is not None:  # the supervisor: a dead worker is started again
+            assert workers[-1].returncode == -signal.SIGKILL, workers[-1].log()
+            workers.append(spawn())
+            restarts += 1
+        return all(job(engine, j).status in final for j in everyone)
+
+    assert wait_until(settled, timeout=60, every=0.1), [job(engine, j).status for j in everyone]
+
+    starts: dict[str, int] = {}
+    for event, job_id, *_ in runs(run_dir):
+        if event == "start":
+            starts[job_id] = starts.get(job_id, 0) + 1
+    for kind, job_id in poison.items():
+        record = job(engine, job_id)
+        assert (record.status, record.attempts) == (S.DEAD, 3), kind
+        # An attempt claimed by a worker that the killer took down counts without a run.
+        assert 1 <= starts[job_id] <= 3, kind
+    assert starts[poison["test.poison.kills"]] == 3
+    assert {job(engine, j).status for j in healthy} == {S.COMPLETED}
+    assert restarts == 3  # one per attempt of the job that kills its worker
+    workers[-1].send_signal(signal.SIGTERM)
+    assert workers[-1].wait(10) == 0
+
+
 @pytest.fixture(params=["redis", "kafka"])
 def broker_env(
     request: pytest.FixtureRequest, start_relay: StartRelay, redis_url: str, kafka_bootstrap: str
