@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker clean
+.PHONY: chaos dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-gateway: $(STAMP)
 bench-worker: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/worker_bench.py $(BENCH_ARGS)
+
+# The fault-injection scenarios at full size (the default suite runs them short); each prints
+# its checker's summary line and writes a JSON report to $(CHAOS_REPORT_DIR).
+CHAOS_REPORT_DIR ?= chaos-reports
+chaos: $(STAMP)
+	CHAOS_SIZE=full CHAOS_REPORT_DIR=$(CHAOS_REPORT_DIR) $(BIN)/pytest tests/chaos
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,137 @@
+"""The checker: gathers what the table, the broker, the handlers and the transitions say, and
+compares it with the ledger. One summary line, and a JSON report.
+
+Transitions are recorded by a trigger the scenario installs in its own database (never part of
+the schema): every status change of a job, as PostgreSQL committed it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tests.chaos.load import Ledger, Outcome
+
+TRANSITIONS = """
+CREATE TABLE chaos_transitions (
+    job_id text NOT NULL, old_status text NOT NULL, new_status text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION chaos_record_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        INSERT INTO chaos_transitions (job_id, old_status, new_status)
+        VALUES (NEW.job_id, OLD.status, NEW.status);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER chaos_transitions AFTER UPDATE ON outbox_jobs
+    FOR EACH ROW EXECUTE FUNCTION chaos_record_transition();
+"""
+
+
+def record_transitions(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(TRANSITIONS))
+
+
+@dataclass(frozen=True)
+class Report:
+    scenario: str
+    committed: int
+    rolled_back: int
+    lost: int
+    phantom: int
+    broker_duplicates: int
+    double_completions: int
+    handler_reruns: int
+    attempts_over_max: int
+    order_violations: int
+    drain_seconds: float
+    kills: dict[str, int]
+
+    def summary(self) -> str:
+        kills = " ".join(f"{k}={v}" for k, v in sorted(self.kills.items())) or "none"
+        return (
+            f"chaos {self.scenario}: committed={self.committed} rolled_back={self.rolled_back} "
+            f"lost={self.lost} phantom={self.phantom} broker_duplicates={self.broker_duplicates} "
+            f"double_completions={self.double_completions} handler_reruns={self.handler_reruns} "
+            f"attempts_over_max={self.attempts_over_max} "
+            f"order_violations={self.order_violations} drain={self.drain_seconds:.1f}s "
+            f"kills: {kills}"
+        )
+
+    def write(self, folder: Path) -> Path:
+        path = folder / f"chaos-{self.scenario}.json"
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+
+@dataclass(frozen=True)
+class Entry:
+    job_id: str
+    attempt: str
+
+
+def stream_entries(redis_url: str, stream: str) -> list[Entry]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        found: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream)  # type: ignore[assignment]
+        return [Entry(f[b"job_id"].decode(), f[b"attempt"].decode()) for _, f in found]
+    finally:
+        client.close()
+
+
+def handler_runs(runs_log: Path) -> list[str]:
+    return [line.split()[1] for line in runs_log.read_text().splitlines() if line]
+
+
+def order_violations(first_seen: list[str], ledger: Ledger) -> int:
+    """Per key, how many jobs reached the broker after a later job of the same key."""
+    highest: dict[str, int] = defaultdict(lambda: -1)
+    violations = 0
+    for job_id in first_seen:
+        key, seq = ledger.keys[job_id], ledger.seqs[job_id]
+        if seq < highest[key]:
+            violations += 1
+        highest[key] = max(highest[key], seq)
+    return violations
+
+
+def check(
+    scenario: str, engine: Engine, ledger: Ledger, entries: list[Entry], runs: list[str],
+    *, drain_seconds: float, kills: dict[str, int],
+) -> Report:  # fmt: skip
+    committed = ledger.with_outcome(Outcome.COMMITTED)
+    rolled_back = ledger.with_outcome(Outcome.ROLLED_BACK)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT job_id, status, attempts, coalesce(max_attempts, attempts) FROM outbox_jobs"
+        )).all()  # fmt: skip
+        completions = Counter(conn.execute(sa.text(
+            "SELECT job_id FROM chaos_transitions WHERE new_status = 'COMPLETED'"
+        )).scalars())  # fmt: skip
+    status = {r[0]: r[1] for r in rows}
+    seen = set(status) | {e.job_id for e in entries} | set(runs)
+    first_seen = list(dict.fromkeys(e.job_id for e in entries))
+    pairs = Counter((e.job_id, e.attempt) for e in entries)
+    return Report(
+        scenario=scenario,
+        committed=len(committed),
+        rolled_back=len(rolled_back),
+        lost=sum(1 for j in committed if status.get(j) != "COMPLETED"),
+        phantom=len(rolled_back & seen),
+        broker_duplicates=sum(n - 1 for n in pairs.values()),
+        double_completions=sum(1 for n in completions.values() if n > 1),
+        handler_reruns=len(runs) - len(set(runs)),
+        attempts_over_max=sum(1 for r in rows if r[2] > r[3]),
+        order_violations=order_violations([j for j in first_seen if j in ledger.keys], ledger),
+        drain_seconds=drain_seconds,
+        kills=kills,
+    )
