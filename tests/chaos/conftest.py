@@ -8,12 +8,22 @@ scenario's summary line is printed at the end of the run, and its JSON report is
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from tests.chaos.checker import Report
+import gateway
+from tests.chaos.checker import Report, check, handler_runs, record_transitions, stream_entries
+from tests.chaos.load import Ledger, Outcome, create_business_table
+from tests.chaos.services import Services, service_env
+from tests.waiting import wait_until
+
+WARM_UP = "warm-up"
 
 FULL = os.environ.get("CHAOS_SIZE", "short") == "full"
 _summaries: list[str] = []
@@ -43,3 +53,59 @@ def publish_report(tmp_path: Path) -> object:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _summaries:
         terminalreporter.write_line(line)
+
+
+@dataclass
+class Stage:
+    """One scenario's database, broker stream, services, ledger and evidence."""
+
+    engine: Engine
+    redis_url: str
+    workdir: Path
+    prefix: str
+    services: Services
+    ledger: Ledger
+
+    def set(self, **settings: str) -> None:
+        """OUTBOX_* settings for the services started from now on."""
+        self.services.env |= settings
+
+    def warm_up(self) -> None:
+        """Wait until the services started run a job end to end (job_id ``warm-up``)."""
+        with self.engine.begin() as conn:
+            gateway.enqueue(conn, "chaos.order", {}, job_id=WARM_UP)
+        query = sa.text("SELECT status FROM outbox_jobs WHERE job_id = :j")
+
+        def completed() -> bool:
+            with self.engine.connect() as conn:
+                return bool(conn.execute(query, {"j": WARM_UP}).scalar_one() == "COMPLETED")
+
+        assert wait_until(completed, timeout=30, every=0.05), "the services did not come up"
+
+    def unfinished(self) -> int:
+        """Committed jobs not yet COMPLETED."""
+        committed = list(self.ledger.with_outcome(Outcome.COMMITTED))
+        query = sa.text("SELECT count(*) FROM outbox_jobs WHERE job_id = ANY(:ids) "
+                        "AND status = 'COMPLETED'")  # fmt: skip
+        with self.engine.connect() as conn:
+            done = int(conn.execute(query, {"ids": committed}).scalar_one())
+        return len(committed) - done
+
+    def report(self, scenario: str, *, drain_seconds: float) -> Report:
+        entries = stream_entries(self.redis_url, f"{self.prefix}orders")
+        runs = handler_runs(self.workdir / "runs.log")
+        return check(scenario, self.engine, self.ledger, entries, runs,
+                     drain_seconds=drain_seconds, kills=self.services.kills)  # fmt: skip
+
+
+@pytest.fixture
+def stage(engine: Engine, database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stage]:
+    create_business_table(engine)
+    record_transitions(engine)
+    (tmp_path / "runs.log").touch()
+    prefix = f"chaos-{uuid.uuid4().hex[:8]}:"
+    services = Services(tmp_path, service_env(database_url, redis_url, prefix, tmp_path))
+    try:
+        yield Stage(engine, redis_url, tmp_path, prefix, services, Ledger())
+    finally:
+        services.kill_all()
