@@ -62,6 +62,12 @@ class Services:
             process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def service_env(database_url: str, redis_url: str, prefix: str, workdir: Path) -> dict[str, str]:
     return os.environ | {
         "OUTBOX_DATABASE_URL": database_url,
