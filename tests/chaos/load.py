@@ -55,35 +55,35 @@ def run_transactions(
     """``count`` business transactions, one after another at ``rate`` a second, each one job."""
     rng = random.Random(seed)
     started = time.monotonic()
-    insert = sa.text("INSERT INTO chaos_orders (job_id, key, seq) VALUES (:job_id, :key, :seq)")
     for seq in range(count):
         ahead = started + seq / rate - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)  # an open-loop schedule of arrivals, not a wait for anything
         job_id, key = f"order-{seq}", f"customer-{seq % KEYS}"
         ledger.keys[job_id], ledger.seqs[job_id] = key, seq
-        roll = rng.random()
-        conn = engine.connect()
-        try:
+        ledger.outcomes[job_id] = _one_transaction(engine, job_id, key, seq, rng.random())
+
+
+def _one_transaction(engine: Engine, job_id: str, key: str, seq: int, roll: float) -> Outcome:
+    insert = sa.text("INSERT INTO chaos_orders (job_id, key, seq) VALUES (:job_id, :key, :seq)")
+    try:
+        with engine.connect() as conn:
             transaction = conn.begin()
             conn.execute(insert, {"job_id": job_id, "key": key, "seq": seq})
             if roll < 0.1:  # rolled back before the job was written
                 transaction.rollback()
-                ledger.outcomes[job_id] = Outcome.ROLLED_BACK
-                continue
+                return Outcome.ROLLED_BACK
             gateway.enqueue(conn, "chaos.order", {"seq": seq}, job_id=job_id, key=key)
             if roll < 0.2:  # rolled back after the job was written
                 transaction.rollback()
-                ledger.outcomes[job_id] = Outcome.ROLLED_BACK
-                continue
+                return Outcome.ROLLED_BACK
             try:
                 transaction.commit()
             except sa.exc.DBAPIError:
-                ledger.outcomes[job_id] = Outcome.UNKNOWN
-            else:
-                ledger.outcomes[job_id] = Outcome.COMMITTED
-        finally:
-            conn.close()
+                return Outcome.UNKNOWN
+            return Outcome.COMMITTED
+    except sa.exc.DBAPIError:  # the database went away before COMMIT: nothing was committed
+        return Outcome.ROLLED_BACK
 
 
 def resolve_unknown(engine: Engine, ledger: Ledger) -> None:

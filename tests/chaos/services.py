@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "relay": [OUTBOX, "relay"],
     "worker": [OUTBOX, "worker", "--handlers", "tests.chaos.handlers"],
+    "gateway": [OUTBOX, "gateway"],
 }
 
 
