@@ -16,6 +16,7 @@ from outbox.errors import OutboxError
 
 KNOWN_FAILPOINTS = frozenset(
     {
+        "relay.after_produce",  # Kafka: produced, delivery reports not awaited (maybe sent)
         "relay.after_publish",  # the broker acked; nothing marked yet
         "relay.after_mark",  # rows marked PUBLISHED; the transaction not committed
         "relay.after_commit",  # the batch is committed

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from outbox.failpoints import failpoint
 from relay.publisher import Delivery, OutgoingMessage
 
 # Settings the outbox's guarantees rest on; configuration cannot weaken them.
@@ -47,6 +48,7 @@ class KafkaPublisher:
         reports: dict[int, Delivery] = {}
         for message in messages:
             self._produce(self._producer, message, reports)
+        failpoint("relay.after_produce")  # handed to librdkafka; no delivery report awaited yet
         # message.timeout.ms bounds every report; the extra seconds cover the callbacks.
         self._producer.flush(self._timeout + 5)
         return [

@@ -60,3 +60,17 @@ def consume_exactly(bootstrap: str, topic: str, partitions: list[int], count: in
         return received
     finally:
         consumer.close()
+
+
+def consume_all(bootstrap: str, topic: str, *, quiet_seconds: float = 2.0) -> list[Message]:
+    """Every message from offset 0 of every partition, read until none came for a while."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"all-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in topic_partitions(bootstrap, topic)])
+        received: list[Message] = []
+        while batch := consumer.consume(num_messages=1000, timeout=quiet_seconds):
+            received += [m for m in batch if m.error() is None]
+        return received
+    finally:
+        consumer.close()
