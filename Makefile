@@ -54,7 +54,7 @@ bench-relay: $(STAMP)
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
 
-# The worker beside pgqueuer and procrastinate: installs the `bench` extra (dev does not), then
+# The worker beside pgqueuer and procrastinate (the `bench` extra, also part of dev), then
 # runs for a few minutes. Quick look: BENCH_ARGS="--jobs 5000 --runs 1".
 bench-worker: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -1,12 +1,15 @@
 """The job statements driven by several simulated workers against a real PostgreSQL.
 
-Hypothesis picks the steps: workers claim, complete, fail (retry or dead-letter) with leases that
-may be stale; the rescuer and the promoter run; time moves on (through the statements' ``now``).
-A model says what each step must do, and after every step the table must match it:
-- every job is in exactly one state, and only moves the state machine allows;
+Hypothesis picks the steps: jobs are enqueued; workers claim, complete, fail (retry or
+dead-letter) and dead-letter outright (a permanent error) with leases that may be stale; the
+rescuer and the promoter run; an operator cancels and requeues; time moves on (through the
+statements' ``now``). A model says what each step must do, and after every step the table must
+match it:
+- every job is in exactly one legal state, and only moves as ``outbox.states`` allows;
 - a completion, retry or dead-letter with a lease that is no longer current changes nothing,
   so no job is completed twice and a rescued job's old holder cannot finish it;
 - attempts are counted at claim and never pass ``max_attempts``;
+- a job has a lease exactly while PROCESSING, and no two workers hold its current lease;
 - no job is lost: every job is always in the table.
 """
 
@@ -19,20 +22,20 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy.engine import Engine
 
 import gateway
 from outbox import queries
-from outbox.database import create_engine
 from outbox.job_record import Lease
 from outbox.schema import jobs
 from outbox.states import JobStatus as S
-from tests.conftest import _autocommit_execute, _with_database
+from outbox.states import can_transition
 
-JOBS = 4
+JOBS = 3  # at the start; enqueue adds up to MAX_JOBS
+MAX_JOBS = 6
 MAX_ATTEMPTS = 3
 LEASE = timedelta(seconds=30)
 RETRY_IN = timedelta(seconds=10)
@@ -58,17 +61,12 @@ _engine: Engine | None = None
 
 
 @pytest.fixture(scope="module", autouse=True)
-def database(postgres_admin_url: str, template_database_url: str) -> Iterator[None]:
-    """One database for the whole machine run; each example starts by emptying it."""
+def database(property_engine: Engine) -> Iterator[None]:
+    """The machine is built by Hypothesis, not pytest: it finds the engine here."""
     global _engine
-    name = f"props_{uuid.uuid4().hex[:8]}"
-    template = sa.make_url(template_database_url).database
-    _autocommit_execute(postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {template}")
-    _engine = create_engine(_with_database(postgres_admin_url, name))
+    _engine = property_engine
     yield
-    _engine.dispose()
     _engine = None
-    _autocommit_execute(postgres_admin_url, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 class JobStateMachine(RuleBasedStateMachine):
@@ -78,13 +76,23 @@ class JobStateMachine(RuleBasedStateMachine):
         self.engine = _engine
         with self.engine.begin() as conn:
             conn.execute(sa.text("TRUNCATE outbox_jobs"))
-            ids = gateway.enqueue_many(conn, [gateway.JobSpec("prop.job", {"n": n})
-                                              for n in range(JOBS)], notify=False)  # fmt: skip
-            self.now = queries.database_now(conn) + timedelta(seconds=1)
-        self.model = {job_id: ModelJob() for job_id in ids}
+            self.now = queries.database_now(conn)
+        self.model: dict[str, ModelJob] = {}
+        self.seen: dict[str, S] = {}  # each job's state after the last step
         self.workers = {name: SimulatedWorker() for name in WORKERS}
+        for _ in range(JOBS):
+            self.enqueue()
 
     # --- steps ----------------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.model) < MAX_JOBS)
+    @rule()
+    def enqueue(self) -> None:
+        # Due at the model's now, not the database clock's: time here moves only by steps.
+        spec = gateway.JobSpec("prop.job", {"n": len(self.model)}, run_at=self.now)
+        with self.engine.begin() as conn:
+            [job_id] = gateway.enqueue_many(conn, [spec], notify=False)
+        self.model[job_id] = ModelJob()
 
     @rule(seconds=st.sampled_from([1, 5, 11, 31, 61]))
     def time_passes(self, seconds: int) -> None:
@@ -120,6 +128,7 @@ class JobStateMachine(RuleBasedStateMachine):
             done = queries.mark_completed(conn, [queries.Completion(lease)], now=self.now)
         holds = job.status is S.PROCESSING and job.token == lease.lease_token
         assert done == ([lease.id] if holds else []), f"{job_id}: completion under a stale lease"
+        event("complete: lease held" if holds else "complete: stale lease, refused")
         if holds:
             job.status, job.token, job.completions = S.COMPLETED, None, job.completions + 1
 
@@ -143,6 +152,47 @@ class JobStateMachine(RuleBasedStateMachine):
             job.status, job.token, job.run_at = S.FAILED, None, self.now + RETRY_IN
         elif dead:
             job.status, job.token = S.DEAD, None
+
+    @rule(worker=st.sampled_from(WORKERS), pick=st.integers(0, 50))
+    @precondition(lambda self: any(w.held for w in self.workers.values()))
+    def fail_permanently(self, worker: str, pick: int) -> None:
+        """A permanent error: DEAD at once, attempts left or not, if the lease holds."""
+        lease = self._pick(worker, pick)
+        if lease is None:
+            return
+        _, job = self._job_of(lease)
+        holds = job.status is S.PROCESSING and job.token == lease.lease_token
+        with self.engine.begin() as conn:
+            dead = queries.dead_letter(conn, lease, error="refused", now=self.now)
+        assert dead == holds
+        if dead:
+            job.status, job.token = S.DEAD, None
+
+    @rule(pick=st.integers(0, 50))
+    def cancel(self, pick: int) -> None:
+        job_id = self._any_job(pick)
+        with self.engine.begin() as conn:
+            cancelled = queries.cancel(conn, [job_id], reason="operator", now=self.now)
+        job = self.model[job_id]
+        movable = job.status in {S.PENDING, S.PUBLISHED, S.FAILED}  # never a held job
+        assert cancelled == ([job_id] if movable else [])
+        event(f"cancel {job.status}")  # --hypothesis-show-statistics: which states were tried
+        if movable:
+            job.status = S.CANCELLED
+
+    @rule(pick=st.integers(0, 50))
+    def requeue(self, pick: int) -> None:
+        job_id = self._any_job(pick)
+        with self.engine.begin() as conn:
+            requeued = queries.requeue(conn, [job_id], now=self.now)
+        job = self.model[job_id]
+        movable = job.status in {S.PUBLISHED, S.FAILED, S.DEAD, S.CANCELLED}
+        assert requeued == ([job_id] if movable else [])
+        event(f"requeue {job.status}")
+        if movable:
+            if job.status in {S.DEAD, S.CANCELLED}:
+                job.attempts = 0  # a fresh set of attempts; a waiting retry keeps its count
+            job.status, job.run_at = S.PENDING, self.now
 
     @rule()
     def rescue(self) -> None:
@@ -180,11 +230,33 @@ class JobStateMachine(RuleBasedStateMachine):
         assert found == expected  # nothing lost, nothing invented, every move as the model says
 
     @invariant()
+    def every_move_is_legal_and_only_a_processing_job_has_a_lease(self) -> None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.job_id, jobs.c.status, jobs.c.lease_token,
+                                          jobs.c.locked_by, jobs.c.locked_until)).all()  # fmt: skip
+        for row in rows:
+            status = S(row.status)  # raises on a value that is no state
+            before = self.seen.get(row.job_id, S.PENDING)
+            assert status == before or can_transition(before, status), (before, status)
+            self.seen[row.job_id] = status
+            leased = (row.lease_token, row.locked_by, row.locked_until)
+            if status is S.PROCESSING:
+                assert None not in leased
+                holders = [w for w in self.workers.values()
+                           if any(h.lease_token == row.lease_token for h in w.held)]  # fmt: skip
+                assert len(holders) == 1, "the current lease is held by exactly one worker"
+            else:
+                assert leased == (None, None, None)
+
+    @invariant()
     def attempts_stay_within_the_maximum_and_completions_happen_once(self) -> None:
         assert all(m.attempts <= MAX_ATTEMPTS for m in self.model.values())
         assert all(m.completions <= 1 for m in self.model.values())
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _any_job(self, pick: int) -> str:
+        return list(self.model)[pick % len(self.model)]
 
     def _pick(self, worker: str, pick: int) -> Lease | None:
         held = self.workers[worker].held
@@ -198,8 +270,8 @@ class JobStateMachine(RuleBasedStateMachine):
 
 
 JobStateMachine.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=80,
+    stateful_step_count=50,
     deadline=None,
     derandomize=True,  # the same examples on every run: CI does not flake on a new seed
     suppress_health_check=[HealthCheck.too_slow],
