@@ -6,7 +6,7 @@ reservation handlers of seed 004 (some payment attempts fail and retry, a few ar
 good) and the HTTP gateway. It submits a stream of demo jobs in business transactions, every
 fifth one through the gateway's HTTP API, and one rolled back to show it leaves no job. A
 progress bar follows the jobs to the end; the summary gives jobs per state, throughput and
-latency percentiles. Ctrl-C stops everything cleanly and still summarises.
+latency percentiles. Ctrl-C (or SIGTERM) stops everything cleanly and still summarises.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import threading
 import time
 import urllib.request
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -224,6 +226,7 @@ def run_dev(
     for noisy in ("worker", "relay", "apscheduler", "gateway", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with ExitStack() as stack:
+        stack.enter_context(_stop_signals_interrupt())
         pg = stack.enter_context(embedded_postgres())
         out.print(f"PostgreSQL up at {pg.url}")
         migrations_runner.upgrade(pg.url)
@@ -264,6 +267,27 @@ def run_dev(
         out.print(f"submitted {submitted.total} jobs, {submitted.via_http} of them through the"
                   " HTTP gateway")  # fmt: skip
     out.print("stopped; the embedded database was deleted")
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread while the demo runs.
+
+    Set explicitly, not inherited: a shell that starts a command in the background without job
+    control starts it with SIGINT *ignored*, and Python keeps an ignored SIGINT ignored, so
+    ``kill -INT`` (or a test's ``send_signal``) would do nothing and the demo would run on.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not set from Python; nothing to restore
+                signal.signal(sig, handler)
 
 
 def _follow(

@@ -36,20 +36,31 @@ def test_dev_runs_every_demo_job_through_gateway_relay_and_worker_and_summarises
     assert "the embedded database was deleted" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent hang: in two fresh-clone CI runs `outbox dev` did not exit within "
-    "60 s of SIGINT (it passes alone and in the working tree); under investigation",
+def _ignore_sigint() -> None:
+    # What a shell without job control does to a command it starts in the background (and so
+    # to everything a CI job started that way runs): SIGINT ignored, inherited across exec.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "inherited_sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-with-sigint-ignored-by-the-parent", "sigterm"],
 )
-def test_ctrl_c_stops_dev_cleanly_and_still_summarises() -> None:
+def test_ctrl_c_stops_dev_cleanly_and_still_summarises(
+    stop_signal: signal.Signals, inherited_sigint_ignored: bool
+) -> None:
     command = [OUTBOX, "dev", "--jobs", "1000000", "--rate", "200", "--gateway-port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if inherited_sigint_ignored else None,
+    )  # fmt: skip
     try:
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("worker started"):
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
