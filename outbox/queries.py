@@ -9,6 +9,7 @@ Rules every function here keeps:
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ S = JobStatus
 NOTIFY_CHANNEL = "outbox_jobs"
 """LISTEN/NOTIFY channel that wakes the relay and the table-source worker; payloads are tiny."""
 
-_CLAIMED_COLUMNS = (
+_CLAIMED_COLUMNS = (  # in the order of ClaimedJob's fields: a row builds one positionally
     jobs.c.id,
     jobs.c.job_id,
     jobs.c.type,
@@ -173,7 +174,26 @@ def claim_batch(
     ``types`` keeps only those types; ``exclude_types`` leaves those out (a worker claims the
     types at their concurrency or rate limit separately, with a smaller limit).
     """
-    t = _now(now)
+    statement = _claim_statement(
+        worker_id, lease, default_max_attempts, tuple(sorted((max_attempts_by_type or {}).items())),
+        None if types is None else tuple(types), tuple(exclude_types),
+    )  # fmt: skip
+    rows = conn.execute(statement, {"claim_limit": limit, "claim_now": now}).all()
+    return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_statement(
+    worker_id: str,
+    lease: timedelta,
+    default_max_attempts: int,
+    max_attempts_by_type: tuple[tuple[str, int], ...],
+    types: tuple[str, ...] | None,
+    exclude_types: tuple[str, ...],
+) -> sa.Update:
+    # Built once per worker and claim group, with the limit and the time bound at execution:
+    # building and keying the expression took more of the claim loop's time than the database.
+    t = sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
     due = sa.select(jobs.c.id).where(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     if types is not None:
         due = due.where(jobs.c.type.in_(list(types)))
@@ -181,17 +201,16 @@ def claim_batch(
         due = due.where(jobs.c.type.not_in(list(exclude_types)))
     picked = (
         due.order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("claim_limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)
     )
-    statement = (
+    by_type = dict(max_attempts_by_type)
+    return (
         sa.update(jobs)
         .where(_picked_ids(picked), jobs.c.status == S.PENDING)
-        .values(_lease_values(worker_id, lease, t, default_max_attempts, max_attempts_by_type))
+        .values(_lease_values(worker_id, lease, t, default_max_attempts, by_type))
         .returning(*_CLAIMED_COLUMNS)
     )
-    claimed = [ClaimedJob.from_row(r) for r in conn.execute(statement).mappings()]
-    return sorted(claimed, key=lambda j: j.id)
 
 
 def claim_by_job_ids(
@@ -220,8 +239,7 @@ def claim_by_job_ids(
         .values(_lease_values(worker_id, lease, t, default_max_attempts, max_attempts_by_type))
         .returning(*_CLAIMED_COLUMNS)
     )
-    claimed = [ClaimedJob.from_row(r) for r in conn.execute(statement).mappings()]
-    return sorted(claimed, key=lambda j: j.id)
+    return sorted((ClaimedJob(*row) for row in conn.execute(statement).all()), key=lambda j: j.id)
 
 
 def _lease_values(
@@ -271,17 +289,29 @@ def mark_completed(
     """
     if not completions:
         return []
+    parameters = {
+        "done_ids": [c.lease.id for c in completions],
+        "done_tokens": [c.lease.lease_token for c in completions],
+        "done_results": [c.result_json for c in completions],
+        "done_now": now,
+    }
+    return sorted(row[0] for row in conn.execute(_complete_statement(), parameters))
+
+
+@functools.cache
+def _complete_statement() -> sa.Update:
+    # Built once, its arrays bound at execution (as the claim's): per batch, only values move.
     done = (
         sa.func.unnest(
-            _ids_array([c.lease.id for c in completions]),
-            sa.literal([c.lease.lease_token for c in completions], pg.ARRAY(pg.UUID(as_uuid=True))),
-            _text_array([c.result_json for c in completions]),
+            sa.bindparam("done_ids", type_=pg.ARRAY(sa.BigInteger)),
+            sa.bindparam("done_tokens", type_=pg.ARRAY(pg.UUID(as_uuid=True))),
+            sa.bindparam("done_results", type_=pg.ARRAY(sa.Text)),
         )
         .table_valued("id", "lease_token", "result", name="done")
         .render_derived()
     )
-    t = _now(now)
-    statement = (
+    t = sa.func.coalesce(sa.bindparam("done_now", type_=TIMESTAMP), sa.func.now())
+    return (
         sa.update(jobs)
         .where(_holds_leases(done))
         .values(
@@ -293,7 +323,6 @@ def mark_completed(
         )
         .returning(jobs.c.id)
     )
-    return sorted(row[0] for row in conn.execute(statement))
 
 
 def schedule_retry(

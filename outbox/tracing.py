@@ -20,6 +20,7 @@ try:
     from opentelemetry import propagate, trace
 
     ENABLED = True
+    _NO_PROVIDER = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 except ImportError:  # the optional extra is not installed
     ENABLED = False
 
@@ -62,8 +63,8 @@ def job_span(
 
     An exception from the handler passes through, recorded on the span as an error.
     """
-    if not ENABLED:
-        yield
+    if not ENABLED or isinstance(trace.get_tracer_provider(), _NO_PROVIDER):
+        yield  # no span would record: skip the per-job cost of a no-op one
         return
     attributes: dict[str, Any] = {
         "messaging.message.id": job_id,

@@ -21,6 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from outbox import queries
 from outbox.backoff import BackoffPolicy
+from outbox.database import HeldConnection
 from outbox.job_record import Lease
 from worker.attempt import Completed, Failed, Outcome, Snoozed
 from worker.metrics import JobOutcome, WorkerMetrics
@@ -58,6 +59,7 @@ class OutcomeWriter:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._connection = HeldConnection(engine)
         self._metrics = metrics
         self._clock = clock
         self._backoff_for = backoff_for
@@ -103,6 +105,7 @@ class OutcomeWriter:
             if batch:
                 self.write(batch)
             if stopping:
+                self._connection.close()
                 return
 
     def _next_batch(self) -> tuple[list[Report], bool]:
@@ -145,7 +148,11 @@ class OutcomeWriter:
 
     def _write_batch(self, batch: list[Report]) -> None:
         now = self._clock()
-        with self._engine.begin() as conn:
+        # All completions (the usual batch): one statement, atomic alone, on the held autocommit
+        # connection. With a failure or snooze among them, one transaction, so a retry of the
+        # batch after an error never finds its own completions done and reports them fenced.
+        only_completions = all(isinstance(r.outcome, Completed) for r in batch)
+        with self._connection.use() if only_completions else self._engine.begin() as conn:
             completions = [
                 queries.Completion(r.lease, r.outcome.result_json)
                 for r in batch

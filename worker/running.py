@@ -1,6 +1,9 @@
 """The jobs a worker has in hand, from dispatch until their thread is back and outcome written.
 
-Their number is the worker's used capacity. A job is *settled* once: by its handler's return,
+The *busy* ones, whose handler has not returned, are the worker's used capacity: a thread freed
+takes the next job while the outcome writer still writes the last ones, so claiming and writing
+overlap instead of taking turns. The jobs in hand stay bounded all the same (the loop claims no
+more than twice its concurrency in hand). A job is *settled* once: by its handler's return,
 by the timeout watchdog, or by shutdown giving it back, whichever comes first; the others find
 it settled and drop what they had (the lease token would fence them anyway).
 """
@@ -42,12 +45,15 @@ class RunningJobs:
         self._on_free = on_free
         self._changed = threading.Condition()
         self._jobs: dict[uuid.UUID, RunningJob] = {}
+        self._busy = 0
         self._peak = 0
 
-    def add(self, running: RunningJob) -> None:
+    def add_all(self, started: Iterable[RunningJob]) -> None:
         with self._changed:
-            self._jobs[running.lease.lease_token] = running
-            self._peak = max(self._peak, len(self._jobs))
+            for running in started:
+                self._jobs[running.lease.lease_token] = running
+                self._busy += 1
+            self._peak = max(self._peak, self._busy)
 
     def settle(self, running: RunningJob, report: Callable[[], None]) -> bool:
         """Report this job's outcome with ``report`` unless someone already did; False then.
@@ -65,7 +71,9 @@ class RunningJobs:
     def returned(self, running: RunningJob) -> None:
         with self._changed:
             running.returned = True
-            self._free_if_done(running)
+            self._busy -= 1
+            if not self._free_if_done(running):
+                self._on_free()  # the thread is free for the next job
 
     def written(self, leases: Iterable[Lease]) -> None:
         """These jobs' outcomes are written (or given up on): their leases are no longer ours."""
@@ -76,26 +84,35 @@ class RunningJobs:
                     running.written = True
                     self._free_if_done(running)
 
-    def _free_if_done(self, running: RunningJob) -> None:
+    def _free_if_done(self, running: RunningJob) -> bool:
         # A thread still inside a timed-out handler keeps its slot: threads stay bounded.
         if running.returned and running.written:
             del self._jobs[running.lease.lease_token]
             self._changed.notify_all()
             self._on_free()
+            return True
+        return False
 
     def count(self) -> int:
+        """Jobs in hand: busy, or returned with their outcome not yet written."""
         with self._changed:
             return len(self._jobs)
 
-    def take_peak(self) -> int:
-        """The most jobs in hand at once since the last call (or the start); starts a new period."""
+    def busy(self) -> int:
+        """Jobs whose handler has not returned: the handler threads in use."""
         with self._changed:
-            peak, self._peak = max(self._peak, len(self._jobs)), len(self._jobs)
+            return self._busy
+
+    def take_peak(self) -> int:
+        """The most busy jobs at once since the last call (or the start); starts a new period."""
+        with self._changed:
+            peak, self._peak = max(self._peak, self._busy), self._busy
             return peak
 
     def count_by_type(self) -> Counter[str]:
+        """Busy jobs per type (a type's concurrency limit counts handlers running)."""
         with self._changed:
-            return Counter(r.job.type for r in self._jobs.values())
+            return Counter(r.job.type for r in self._jobs.values() if not r.returned)
 
     def leases_held(self) -> list[Lease]:
         """Leases the heartbeat should extend: outcome not yet written, lease not lost."""

@@ -1,7 +1,8 @@
 """The table as a source (``OUTBOX_BROKER=none``): claim due PENDING jobs straight from it.
 
 No broker stands between enqueue and worker, so nothing needs acknowledging: the row is the
-delivery. NOTIFY on enqueue wakes the loop; it polls anyway.
+delivery. NOTIFY on enqueue wakes the loop; it polls anyway. A claim of one statement (the
+usual case: no type at a limit) runs in autocommit on a connection the source holds.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 
 from outbox import queries
+from outbox.database import HeldConnection
 from outbox.job_record import ClaimedJob, Lease
 from worker.source import ClaimRequest, SourceRound
 
@@ -22,18 +24,22 @@ class TableSource:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._connection = HeldConnection(engine)
 
     def start(self) -> None:
         pass
 
     def claim(self, request: ClaimRequest) -> SourceRound:
-        """All groups in one transaction; ``more`` when a statement came back full."""
+        """One statement per group, one transaction; ``more`` when one came back full."""
         if request.limit <= 0:
             return SourceRound([], more=False)
         claimed: list[ClaimedJob] = []
         more = False
         terms = request.terms
-        with self._engine.begin() as conn:
+        # Several groups share one transaction: a failure part-way must not strand the jobs
+        # an earlier statement claimed (they would wait out their leases).
+        single = len(request.groups) == 1
+        with self._connection.use() if single else self._engine.begin() as conn:
             for group in request.groups:
                 limit = int(min(group.cap, request.limit - len(claimed)))
                 if limit <= 0:
@@ -53,4 +59,4 @@ class TableSource:
         pass
 
     def stop(self) -> None:
-        pass
+        self._connection.close()

@@ -214,7 +214,10 @@ class Worker:
         With no free capacity the source is still asked (for nothing): a broker source commits
         what is done and keeps its consumer alive meanwhile.
         """
-        budget = min(self._capacity.size - self._running.count(), self._config.batch_size)
+        size = self._capacity.size
+        # Free threads, within twice the concurrency in hand (outcomes waiting to be written).
+        free = min(size - self._running.busy(), 2 * size - self._running.count())
+        budget = min(free, self._config.batch_size)
         groups = plan_claims(
             handled=self._registry.handlers.keys(),
             concurrency_limits=self._policies.concurrency_limits,
@@ -228,8 +231,10 @@ class Worker:
         claimed = self._source.claim(request)
         if claimed.jobs:
             failpoint("worker.after_claim")
-        for job in claimed.jobs:
-            self._dispatch(job)
+        started = [r for r in map(self._prepare, claimed.jobs) if r is not None]
+        self._running.add_all(started)  # before any thread can return one
+        for running in started:
+            self._start_job(running)
         return ClaimRound(len(claimed.jobs), claimed.more)
 
     def sample_backlog(self) -> int:
@@ -243,7 +248,8 @@ class Worker:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def _dispatch(self, claimed: ClaimedJob) -> None:
+    def _prepare(self, claimed: ClaimedJob) -> RunningJob | None:
+        """The job to run; None when its outcome is decided here (no handler, rate limited)."""
         lease = Lease(claimed.id, claimed.lease_token)
         since = claimed.published_at or claimed.created_at
         job = Job(
@@ -255,15 +261,16 @@ class Worker:
         if spec is None:
             outcome = no_handler(job.type, list(self._registry.handlers))
             self._writer.put(_report(job, lease, outcome, since))
-            return
+            return None
         wait = self._limiter.acquire(job.type, job.key)
         if wait > 0:
             self._writer.put(_report(job, lease, Snoozed(timedelta(seconds=wait)), since))
-            return
-        running = RunningJob(job, spec, lease, since)
-        self._running.add(running)
-        if spec.timeout_seconds is not None:
-            self._watchdog.watch(running, spec.timeout_seconds)
+            return None
+        return RunningJob(job, spec, lease, since)
+
+    def _start_job(self, running: RunningJob) -> None:
+        if running.spec.timeout_seconds is not None:
+            self._watchdog.watch(running, running.spec.timeout_seconds)
         self._capacity.executor.submit(partial(self._run_job, running))
 
     def _run_job(self, running: RunningJob) -> None:
