@@ -1,0 +1,74 @@
+"""A handler thread freed takes the next job while outcomes wait to be written, within a bound.
+
+The outcome writer is held up by row locks a test transaction takes on the first jobs' rows:
+with concurrency 2 the worker must go on to claim 2 more (in hand: twice its concurrency), and
+no more than that while the writes cannot finish; released, every job completes once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from outbox.schema import jobs
+from outbox.states import JobStatus
+from tests.waiting import wait_until
+from tests.worker.conftest import FAST, Runs, StartWorker, enqueue
+from worker import HandlerRegistry, Job, Worker
+
+S = JobStatus
+
+
+def count(engine: Engine, status: JobStatus) -> int:
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(jobs.c.status == status)
+        return int(conn.execute(query).scalar_one())
+
+
+def went_round(worker: Worker) -> Callable[[], bool]:
+    """True once the claim loop has started another round after this call."""
+    since = worker.last_loop
+    return lambda: worker.last_loop > since
+
+
+def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurrency_in_hand(
+    engine: Engine, start_worker: StartWorker
+) -> None:
+    registry = HandlerRegistry()
+    runs = Runs()
+    first_two_running = threading.Barrier(3)
+    release_first_two = threading.Event()
+
+    @registry.handler("work")
+    def work(job: Job) -> None:
+        runs.record(job)
+        if len(runs.calls) <= 2:
+            first_two_running.wait(10)
+            release_first_two.wait(10)
+
+    for n in range(10):
+        enqueue(engine, "work", {"n": n})
+    worker = start_worker(registry, replace(FAST, concurrency=2, batch_size=2))
+    first_two_running.wait(10)  # two claimed and running: the worker is at its concurrency
+
+    with engine.connect() as blocker, blocker.begin():
+        # Their completions will wait for these locks: the writer is stuck on its first batch.
+        locked = blocker.execute(
+            sa.select(jobs.c.id).where(jobs.c.status == S.PROCESSING).with_for_update()
+        ).all()
+        assert len(locked) == 2
+        release_first_two.set()
+        assert wait_until(lambda: len(runs.calls) == 4, timeout=10), runs.calls
+        # Two more full rounds of the claim loop with the writer still stuck: nothing more taken.
+        for _ in range(2):
+            assert wait_until(went_round(worker), timeout=10)
+        assert len(runs.calls) == 4
+        assert count(engine, S.PROCESSING) == 4
+        assert count(engine, S.COMPLETED) == 0
+
+    assert wait_until(lambda: count(engine, S.COMPLETED) == 10, timeout=20)
+    assert len(runs.calls) == len({job_id for job_id, _ in runs.calls}) == 10  # each ran once
