@@ -127,9 +127,13 @@ def _utc_run_at(value: object) -> datetime:
         raise InvalidJobError("run_at", "is outside the years 1-9999 in UTC") from None
 
 
+_PAYLOAD_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+"""One encoder for every payload: ``json.dumps`` with options builds a new one per call."""
+
+
 def _encode_payload(payload: Any, max_bytes: int) -> str:
     try:
-        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        encoded = _PAYLOAD_ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError("payload", f"is not JSON-serialisable: {exc}") from None
     if len(encoded.encode()) > max_bytes:

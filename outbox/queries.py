@@ -90,35 +90,69 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob], *, notify: bool = 
     """
     if not new_jobs:
         return []
-    params: dict[str, Any] = {
-        "job_ids": [j.job_id for j in new_jobs],
-        "types": [j.type for j in new_jobs],
-        "payloads": [j.payload_json for j in new_jobs],
-        "keys": [j.key for j in new_jobs],
-        "topics": [j.topic for j in new_jobs],
-        "priorities": [j.priority for j in new_jobs],
-        "run_ats": [j.run_at for j in new_jobs],
-        "max_attempts": [j.max_attempts for j in new_jobs],
-        "headers": [j.headers_json for j in new_jobs],
-        "channel": NOTIFY_CHANNEL,
-    }
+    if len(new_jobs) == 1:  # the common enqueue: plain values, no JSON rows to build
+        [one] = new_jobs
+        values: dict[str, Any] = {
+            "job_id": one.job_id, "type": one.type, "payload": one.payload_json, "key": one.key,
+            "topic": one.topic, "priority": one.priority, "run_at": one.run_at,
+            "max_attempts": one.max_attempts, "headers": one.headers_json,
+            "channel": NOTIFY_CHANNEL,
+        }  # fmt: skip
+        return [
+            row[0] for row in conn.execute(_INSERT_ONE_NOTIFY if notify else _INSERT_ONE, values)
+        ]
+    params = {"rows": _rows_json(new_jobs), "channel": NOTIFY_CHANNEL}
     statement = _INSERT_NOTIFY if notify else _INSERT
     return [row[0] for row in conn.execute(statement, params)]
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _rows_json(new_jobs: Sequence[NewJob]) -> str:
+    """The jobs as one JSON array of row objects (payload and headers are JSON already).
+
+    One text parameter that PostgreSQL parses, rather than nine arrays psycopg quotes element by
+    element: enqueue_many spent more time in that quoting than in the insert.
+    """
+    string = _JSON.encode
+    rows = (
+        f'{{"job_id":{string(j.job_id)},"type":{string(j.type)},"payload":{j.payload_json},'
+        f'"key":{string(j.key)},"topic":{string(j.topic)},"priority":{j.priority},'
+        f'"run_at":{string(None if j.run_at is None else j.run_at.isoformat())},'
+        f'"max_attempts":{string(j.max_attempts)},"headers":{j.headers_json}}}'
+        for j in new_jobs
+    )
+    return "[" + ",".join(rows) + "]"
+
+
+# jsonb_to_recordset reads a JSON null as SQL NULL: the coalesce gives a null payload back.
 _INSERT_SQL = """
 INSERT INTO outbox_jobs (job_id, type, payload, key, topic, priority, run_at, max_attempts, headers)
-SELECT u.job_id, u.type, u.payload::jsonb, u.key, u.topic, u.priority, coalesce(u.run_at, now()),
-       u.max_attempts, u.headers::jsonb
-FROM unnest(CAST(:job_ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
-            CAST(:keys AS text[]), CAST(:topics AS text[]), CAST(:priorities AS smallint[]),
-            CAST(:run_ats AS timestamptz[]), CAST(:max_attempts AS int[]), CAST(:headers AS text[]))
-     WITH ORDINALITY AS u(job_id, type, payload, key, topic, priority, run_at, max_attempts,
+SELECT r.job_id, r.type, coalesce(r.payload, 'null'::jsonb), r.key, r.topic, r.priority,
+       coalesce(r.run_at, now()), r.max_attempts, r.headers
+FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS (job_id text, type text, payload jsonb, key text, topic text,
+                    priority smallint, run_at timestamptz, max_attempts int, headers jsonb))
+     WITH ORDINALITY AS r(job_id, type, payload, key, topic, priority, run_at, max_attempts,
                           headers, n)
-ORDER BY u.n
+ORDER BY r.n
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
+_INSERT_ONE_SQL = """
+INSERT INTO outbox_jobs (job_id, type, payload, key, topic, priority, run_at, max_attempts, headers)
+VALUES (:job_id, :type, CAST(:payload AS jsonb), :key, :topic, CAST(:priority AS smallint),
+        coalesce(CAST(:run_at AS timestamptz), now()), CAST(:max_attempts AS int),
+        CAST(:headers AS jsonb))
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+_INSERT_ONE = sa.text(_INSERT_ONE_SQL)
+_INSERT_ONE_NOTIFY = sa.text(
+    f"WITH inserted AS ({_INSERT_ONE_SQL}), wake AS (SELECT pg_notify(:channel, 'pending'))"
+    " SELECT inserted.job_id FROM inserted, wake"
+)
 _INSERT = sa.text(_INSERT_SQL)
 _INSERT_NOTIFY = sa.text(
     f"WITH inserted AS ({_INSERT_SQL}), wake AS (SELECT pg_notify(:channel, 'pending'))"

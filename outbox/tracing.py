@@ -31,6 +31,8 @@ def with_trace_context(headers: Mapping[str, str] | None) -> Mapping[str, str] |
     """The job's headers plus the current trace context, unless they carry one already."""
     if not ENABLED or (headers is not None and TRACEPARENT in headers):
         return headers
+    if not trace.get_current_span().get_span_context().is_valid:
+        return headers  # no span here: nothing to carry (and inject is the costly part)
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     if TRACEPARENT not in carrier:  # no span is recording here

@@ -191,3 +191,45 @@ def test_a_job_due_later_is_stored_with_its_time(engine: Engine) -> None:
         record = queries.get_job(conn, job_id)
     assert record is not None
     assert record.run_at == later
+
+
+EDGE_SPECS = [
+    # Every kind of value each column takes, in awkward spellings: the batch path sends them
+    # as one JSON document, the single path as plain parameters; both must store the same.
+    gateway.JobSpec("edge.null", None),
+    gateway.JobSpec("edge.scalar", 'a "quoted" \\ back\\slash\n\ttab é 😀'),
+    gateway.JobSpec("edge.number", 1.5e300, key='k "q" \\ é', topic="billing.v2"),
+    gateway.JobSpec("edge.list", [None, True, 0, -1, "x"], priority=32767, max_attempts=1000),
+    gateway.JobSpec(
+        "edge.when",
+        {"nested": {"a": [{}]}},
+        job_id="id with spaces/é",
+        run_at=datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=-9))),
+        headers={"traceparent": "00-abc-def-01", "x-é": 'ü "v"'},
+    ),
+]
+
+
+def _stored(engine: Engine, job_ids: list[str]) -> list[tuple[object, ...]]:
+    columns = (jobs.c.type, jobs.c.payload, jobs.c.key, jobs.c.topic, jobs.c.priority,
+               jobs.c.max_attempts, jobs.c.headers)  # fmt: skip
+    with engine.connect() as conn:
+        by_id = {r.job_id: r for r in conn.execute(sa.select(jobs.c.job_id, *columns)).all()}
+    # The default key is the job's own id, which differs between the two enqueues by design.
+    return [
+        (r.type, r.payload, "=job_id" if r.key == r.job_id else r.key, *tuple(r)[4:])
+        for r in (by_id[job_id] for job_id in job_ids)
+    ]
+
+
+def test_enqueue_many_stores_every_value_exactly_as_enqueue_does(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one_by_one = [gateway.enqueue(conn, s.type, s.payload, key=s.key, topic=s.topic,
+                                      priority=s.priority, max_attempts=s.max_attempts,
+                                      headers=s.headers) for s in EDGE_SPECS]  # fmt: skip
+        batch = gateway.enqueue_many(conn, EDGE_SPECS)
+        stored = conn.execute(sa.select(jobs.c.job_id, jobs.c.run_at)).all()
+    run_ats = {r.job_id: r.run_at for r in stored}
+    assert _stored(engine, batch) == _stored(engine, one_by_one)
+    assert _stored(engine, batch)[0][1] is None  # a JSON null payload, not a refused NULL
+    assert run_ats["id with spaces/é"] == EDGE_SPECS[-1].run_at
