@@ -17,6 +17,9 @@ def _nowhere(progress_json: str) -> bool:
     return True
 
 
+_FIRST_USE = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Job:
     """One attempt at a job, handed to its handler.
@@ -34,8 +37,21 @@ class Job:
     attempt: int
     max_attempts: int
     headers: dict[str, str]
-    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
     _progress_writer: ProgressWriter = field(default=_nowhere, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the worker no longer wants this attempt's result (see the class)."""
+        # Made on first use: most jobs never need one, and an Event (a Condition and a lock)
+        # was a tenth of the claim loop's time per job. The lock makes the first use race-free.
+        event: threading.Event | None = self.__dict__.get("_cancelled")
+        if event is None:
+            with _FIRST_USE:
+                event = self.__dict__.get("_cancelled")
+                if event is None:
+                    event = threading.Event()
+                    object.__setattr__(self, "_cancelled", event)  # frozen: only this lazy slot
+        return event
 
     def report_progress(self, value: Any) -> bool:
         """Store ``value`` (JSON) in the job's ``progress`` column at once.
