@@ -263,17 +263,32 @@ def claim_by_job_ids(
     """
     if not job_ids:
         return []
-    t = _now(now)
+    statement = _claim_by_ids_statement(
+        worker_id, lease, default_max_attempts, tuple(sorted((max_attempts_by_type or {}).items()))
+    )
+    rows = conn.execute(statement, {"claim_job_ids": list(job_ids), "claim_now": now}).all()
+    return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_by_ids_statement(
+    worker_id: str,
+    lease: timedelta,
+    default_max_attempts: int,
+    max_attempts_by_type: tuple[tuple[str, int], ...],
+) -> sa.Update:
+    t = sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
     claimable = sa.or_(
         jobs.c.status == S.PUBLISHED, sa.and_(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     )
-    statement = (
+    delivered = sa.bindparam("claim_job_ids", type_=pg.ARRAY(sa.Text))
+    by_type = dict(max_attempts_by_type)
+    return (
         sa.update(jobs)
-        .where(jobs.c.job_id == sa.any_(_text_array(job_ids)), claimable)
-        .values(_lease_values(worker_id, lease, t, default_max_attempts, max_attempts_by_type))
+        .where(jobs.c.job_id == sa.any_(delivered), claimable)
+        .values(_lease_values(worker_id, lease, t, default_max_attempts, by_type))
         .returning(*_CLAIMED_COLUMNS)
     )
-    return sorted((ClaimedJob(*row) for row in conn.execute(statement).all()), key=lambda j: j.id)
 
 
 def _lease_values(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from outbox import queries
+from outbox.database import HeldConnection
 from outbox.job_record import ClaimedJob, Lease
 from worker.source import ClaimRequest
 
@@ -72,7 +73,7 @@ class DeliveryClaims:
     """Deliveries from read to done. ``claim`` runs on the loop's thread; ``settle`` on any."""
 
     def __init__(self, engine: Engine, *, max_waiting: int = 100) -> None:
-        self._engine = engine
+        self._connection = HeldConnection(engine)  # one claim statement: autocommit on it
         self._max_waiting = max_waiting
         self._waiting: list[Delivery] = []  # handled types, no room yet: neither claimed nor done
         self._lock = threading.Lock()
@@ -100,7 +101,7 @@ class DeliveryClaims:
         return foreign
 
     def claim(self, request: ClaimRequest) -> tuple[list[ClaimedJob], list[Delivery]]:
-        """Claim what the round has room for, in one transaction.
+        """Claim what the round has room for, in one statement.
 
         Returns the jobs claimed and the deliveries done at once (their jobs were not
         claimable). If the claim raises, the admitted deliveries wait again: none is lost, and
@@ -140,12 +141,16 @@ class DeliveryClaims:
     def _claim_rows(self, admitted: list[Delivery], request: ClaimRequest) -> list[ClaimedJob]:
         terms = request.terms
         job_ids = list(dict.fromkeys(d.job_id for d in admitted))
-        with self._engine.begin() as conn:
+        with self._connection.use() as conn:
             return queries.claim_by_job_ids(
                 conn, job_ids=job_ids, worker_id=terms.worker_id, lease=terms.lease,
                 default_max_attempts=terms.default_max_attempts,
                 max_attempts_by_type=terms.max_attempts_by_type, now=request.now,
             )  # fmt: skip
+
+    def close(self) -> None:
+        """Give the held connection back (the source is stopping)."""
+        self._connection.close()
 
     def settle(self, leases: Sequence[Lease]) -> list[Delivery]:
         """The deliveries of these jobs, whose outcomes are written: they are done now."""

@@ -152,6 +152,7 @@ class KafkaSource:
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
+        self._claims.close()
         self._commit(consumer)
         try:
             consumer.close()

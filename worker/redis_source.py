@@ -135,6 +135,7 @@ class RedisSource:
         except redis.RedisError:
             log.warning("could not remove this consumer from the group", exc_info=True)
         self._client.close()
+        self._claims.close()
 
     # --- reads ---------------------------------------------------------------------------------
 
