@@ -7,6 +7,8 @@ scenario's summary line is printed at the end of the run, and its JSON report is
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 import gateway
-from tests.chaos.checker import Report, check, handler_runs, record_transitions, stream_entries
+from relay.kafka_publisher import create_topic
+from tests.chaos.checker import (
+    Report,
+    check,
+    handler_runs,
+    record_transitions,
+    stream_entries,
+    topic_entries,
+)
 from tests.chaos.load import Ledger, Outcome, create_business_table
 from tests.chaos.services import Services, service_env
 from tests.waiting import wait_until
@@ -65,6 +75,19 @@ class Stage:
     prefix: str
     services: Services
     ledger: Ledger
+    kafka: tuple[str, str] | None = None  # (bootstrap, topic) once the services use Kafka
+
+    def use_kafka(self, bootstrap: str) -> str:
+        """Services started from now on go through a fresh Kafka topic (4 partitions)."""
+        topic = f"chaos-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, topic, partitions=4)
+        # tansu completes a group join in about half the session timeout: keep it short.
+        group = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 300}
+        self.set(OUTBOX_BROKER="kafka", OUTBOX_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+                 OUTBOX_DEFAULT_TOPIC=topic, OUTBOX_KAFKA_CONFIG=json.dumps(group),
+                 OUTBOX_WORKER_GROUP=f"chaos-{uuid.uuid4().hex[:8]}")  # fmt: skip
+        self.kafka = (bootstrap, topic)
+        return topic
 
     def set(self, **settings: str) -> None:
         """OUTBOX_* settings for the services started from now on."""
@@ -91,21 +114,34 @@ class Stage:
             done = int(conn.execute(query, {"ids": committed}).scalar_one())
         return len(committed) - done
 
-    def report(self, scenario: str, *, drain_seconds: float) -> Report:
-        entries = stream_entries(self.redis_url, f"{self.prefix}orders")
+    def report(
+        self, scenario: str, *, drain_seconds: float, extra: dict[str, int] | None = None
+    ) -> Report:
+        if self.kafka is None:
+            entries = stream_entries(self.redis_url, f"{self.prefix}orders")
+        else:
+            entries = topic_entries(*self.kafka)
         runs = handler_runs(self.workdir / "runs.log")
         return check(scenario, self.engine, self.ledger, entries, runs,
-                     drain_seconds=drain_seconds, kills=self.services.kills)  # fmt: skip
+                     drain_seconds=drain_seconds, kills=self.services.kills,
+                     freezes=self.services.freezes, extra=extra)  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_stage(engine: Engine, database_url: str, redis_url: str, workdir: Path) -> Iterator[Stage]:
+    """A stage on a migrated database; every service it started is killed on the way out."""
+    create_business_table(engine)
+    record_transitions(engine)
+    (workdir / "runs.log").touch()
+    prefix = f"chaos-{uuid.uuid4().hex[:8]}:"
+    services = Services(workdir, service_env(database_url, redis_url, prefix, workdir))
+    try:
+        yield Stage(engine, redis_url, workdir, prefix, services, Ledger())
+    finally:
+        services.kill_all()
 
 
 @pytest.fixture
 def stage(engine: Engine, database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stage]:
-    create_business_table(engine)
-    record_transitions(engine)
-    (tmp_path / "runs.log").touch()
-    prefix = f"chaos-{uuid.uuid4().hex[:8]}:"
-    services = Services(tmp_path, service_env(database_url, redis_url, prefix, tmp_path))
-    try:
-        yield Stage(engine, redis_url, tmp_path, prefix, services, Ledger())
-    finally:
-        services.kill_all()
+    with open_stage(engine, database_url, redis_url, tmp_path) as opened:
+        yield opened

@@ -26,16 +26,20 @@ class Services:
     env: dict[str, str]
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     kills: dict[str, int] = field(default_factory=dict)
+    freezes: dict[str, int] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
     _logs: int = 0
 
-    def start(self, name: str) -> None:
-        """Start ``name`` (``relay-1``, ``worker-2``: the kind is before the dash)."""
+    def start(self, name: str, **extra_env: str) -> None:
+        """Start ``name`` (``relay-1``, ``worker-2``: the kind is before the dash), with
+        ``extra_env`` for this process only."""
         kind = name.split("-")[0]
         self._logs += 1
         with (self.workdir / f"{name}.{self._logs}.log").open("wb") as log:
             self.running[name] = subprocess.Popen(
-                COMMANDS[kind], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+                COMMANDS[kind], cwd=ROOT, env=self.env | extra_env, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
     def kill_and_restart(self, name: str) -> None:
         """SIGKILL: no goodbye, the leases and the unmarked batch are all that is left."""
@@ -43,14 +47,28 @@ class Services:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(10)
+        self.frozen.discard(name)  # a stopped process dies of SIGKILL all the same
         self.kills[name.split("-")[0]] = self.kills.get(name.split("-")[0], 0) + 1
         self.start(name)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: the process keeps its connections, locks and leases, and does nothing."""
+        self.running[name].send_signal(signal.SIGSTOP)
+        self.frozen.add(name)
+        self.freezes[name.split("-")[0]] = self.freezes.get(name.split("-")[0], 0) + 1
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT: it goes on from where it stopped, its leases possibly taken back meanwhile."""
+        self.running[name].send_signal(signal.SIGCONT)
+        self.frozen.discard(name)
 
     def exited(self) -> dict[str, int]:
         """Processes that ended on their own (a crash the test did not cause), by name."""
         return {n: p.returncode for n, p in self.running.items() if p.poll() is not None}
 
     def stop_all(self) -> dict[str, int]:
+        for name in list(self.frozen):
+            self.thaw(name)  # a stopped process would not handle SIGTERM
         for process in self.running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -6,7 +6,8 @@ their own; nothing lost: every committed business transaction's job and every jo
 acknowledged (201) completes, and a job refused with 503 is either absent or completed.
 
 Not done here: stopping the PostgreSQL server itself (``pg_ctl stop -m immediate``) and
-restarting it, which also runs crash recovery; the tests share one server.
+restarting it, which also runs crash recovery; the tests share one server, so that scenario runs
+on a server of its own in ``test_database_crash.py``.
 """
 
 from __future__ import annotations
