@@ -3,7 +3,7 @@
 Each group returns one :class:`~bench.report.Sample` per row name it measures; the suite
 interleaves the groups across runs, so machine noise hits every row alike. The measuring code
 is the standalone benches' (``raw_limits``, ``gateway_bench``, ``relay_bench``,
-``worker_bench``); this module only decides sizes and names.
+``worker_bench``, ``peer_drains``); this module only decides sizes and names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import gateway_bench, raw_limits, relay_bench, worker_bench, worker_latency
+from bench import (
+    closed_loop,
+    databases,
+    drains,
+    gateway_bench,
+    peer_drains,
+    raw_limits,
+    relay_bench,
+    worker_bench,
+    worker_latency,
+)
 from bench.report import Row, Sample
 from bench.servers import Servers, fresh_database
 from outbox.database import create_engine
@@ -163,7 +173,7 @@ def rows(s: Sizes) -> list[Row]:
 
 
 def raw_limits_group(servers: Servers, s: Sizes) -> Samples:
-    load = gateway_bench.Load(clients=s.clients, seconds=s.seconds)
+    load = closed_loop.Load(clients=s.clients, seconds=s.seconds)
     out: Samples = {}
     with fresh_database(servers) as url:
         out[INSERT_1] = raw_limits.measure_inserts(url, load, 1, "raw1")
@@ -181,7 +191,7 @@ def raw_limits_group(servers: Servers, s: Sizes) -> Samples:
 
 def enqueue_group(servers: Servers, s: Sizes) -> Samples:
     """gateway_bench's in-process and HTTP rows (it starts ``outbox gateway`` itself)."""
-    load = gateway_bench.Load(clients=s.clients, seconds=s.seconds, batch_size=BATCH)
+    load = closed_loop.Load(clients=s.clients, seconds=s.seconds, batch_size=BATCH)
     with fresh_database(servers) as url:
         results = gateway_bench.run_bench(url, load, runs=1)
     out: Samples = {}
@@ -231,16 +241,16 @@ def relay_group(servers: Servers, s: Sizes) -> Samples:
     return out
 
 
-def _rate(jobs: int, drained: worker_bench.Drained) -> Sample:
+def _rate(jobs: int, drained: drains.Drained) -> Sample:
     return Sample(jobs / drained.seconds)
 
 
 def worker_group(servers: Servers, s: Sizes) -> Samples:
-    setup = worker_bench.Setup(admin_url=servers.admin_url, jobs=s.worker_jobs,
-                               concurrency=s.concurrency, template=servers.template,
-                               redis_url=servers.redis_url,
-                               kafka_bootstrap=servers.kafka_bootstrap)  # fmt: skip
-    slow = worker_bench.Setup(**{**setup.__dict__, "jobs": min(s.slow_jobs, s.worker_jobs)})
+    setup = drains.Setup(admin_url=servers.admin_url, jobs=s.worker_jobs,
+                         concurrency=s.concurrency, template=servers.template,
+                         redis_url=servers.redis_url,
+                         kafka_bootstrap=servers.kafka_bootstrap)  # fmt: skip
+    slow = drains.Setup(**{**setup.__dict__, "jobs": min(s.slow_jobs, s.worker_jobs)})
     out: Samples = {WORKER_TABLE: _rate(setup.jobs, worker_bench.run_outbox(setup, "none"))}
     if servers.redis_url:
         out[WORKER_REDIS] = _rate(setup.jobs, worker_bench.run_outbox(setup, "redis"))
@@ -264,9 +274,9 @@ def _quantiles_ms(seconds: list[float]) -> tuple[float, float]:
 def peers_group(servers: Servers, s: Sizes) -> Samples:
     """pgqueuer and procrastinate: their batch enqueue, then their drain, each a fresh database."""
     out: Samples = {}
-    for name, drain, jobs in ((PGQ, worker_bench.drain_pgqueuer, s.worker_jobs),
-                              (PROC, worker_bench.drain_procrastinate, s.slow_jobs)):  # fmt: skip
-        with worker_bench.fresh_database(servers.admin_url) as url:
+    for name, drain, jobs in ((PGQ, peer_drains.drain_pgqueuer, s.worker_jobs),
+                              (PROC, peer_drains.drain_procrastinate, s.slow_jobs)):  # fmt: skip
+        with databases.fresh_database(servers.admin_url) as url:
             drained = asyncio.run(drain(url, jobs, s.concurrency))
         out[f"{name} drain"] = _rate(jobs, drained)
         if drained.enqueue_seconds:

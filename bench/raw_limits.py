@@ -5,7 +5,7 @@ the migrated template:
 
 - inserts: one row per transaction, and 1,000 rows per transaction (one ``INSERT ... SELECT FROM
   unnest``), from the same closed-loop client threads as the enqueue rows
-  (``gateway_bench.drive``), each thread its own connection;
+  (``closed_loop.drive``), each thread its own connection;
 - the claim+complete loop: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT B)
   RETURNING id``, then ``UPDATE ... WHERE id = ANY(...)``, each its own transaction (a worker
   commits its claim before it runs handlers), from one or several connections (threads; psycopg
@@ -29,7 +29,7 @@ import psycopg
 import sqlalchemy as sa
 
 import gateway
-from bench import gateway_bench, worker_bench
+from bench import closed_loop, databases, drains, worker_bench
 from bench.report import Sample
 from outbox.database import create_engine, libpq_conninfo
 
@@ -79,12 +79,12 @@ def fill(url: str, jobs: int, *, finished: bool = False, prefix: str = "fill-") 
             conn.execute(FILL, (prefix, status, attempts, finished, start, end), prepare=False)
 
 
-def insert_client(url: str, prefix: str, size: int) -> gateway_bench.Client:
+def insert_client(url: str, prefix: str, size: int) -> closed_loop.Client:
     """One client thread's connection; each call commits one row, or one batch of ``size``."""
     payloads, keys = ['{"i": 1}'] * size, [f"k{i % 64}" for i in range(size)]
 
     @contextlib.contextmanager
-    def connected() -> Iterator[gateway_bench.Call]:
+    def connected() -> Iterator[closed_loop.Call]:
         with connect(url) as conn:
 
             def call(n: int) -> list[str]:
@@ -100,12 +100,12 @@ def insert_client(url: str, prefix: str, size: int) -> gateway_bench.Client:
     return connected
 
 
-def measure_inserts(url: str, load: gateway_bench.Load, size: int, prefix: str) -> Sample:
+def measure_inserts(url: str, load: closed_loop.Load, size: int, prefix: str) -> Sample:
     """Rows/s of raw inserts, ``size`` rows per transaction; then each stored row is checked."""
-    sample = gateway_bench.drive(load, insert_client(url, prefix, size), jobs_per=size)
+    sample = closed_loop.drive(load, insert_client(url, prefix, size), jobs_per=size)
     engine = create_engine(url)
     try:
-        gateway_bench.check_stored(engine, prefix, sample)
+        closed_loop.check_stored(engine, prefix, sample)
     finally:
         engine.dispose()
     return Sample(sample.jobs_per_second)
@@ -124,7 +124,7 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
     """Rows/s of the claim+complete loop draining ``jobs`` from ``connections`` threads."""
     reset(url)
     fill(url, jobs)
-    worker_bench.settle(url)
+    databases.settle(url)
     done: list[int] = []
     failures: list[BaseException] = []
     threads = [threading.Thread(target=_claim_loop, args=(url, batch, done, failures))
@@ -138,7 +138,7 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
     if failures:
         raise failures[0]
     if sum(done) != jobs:
-        raise worker_bench.DrainFailed(f"raw claim+complete finished {sum(done)} of {jobs}")
+        raise drains.DrainFailed(f"raw claim+complete finished {sum(done)} of {jobs}")
     engine = create_engine(url)
     try:
         worker_bench.verify_outbox(engine, jobs, None)
@@ -172,7 +172,7 @@ def business_transactions(url: str, seconds: float, *, with_enqueue: bool) -> fl
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM outbox_jobs")).scalar_one()
         if stored != (done if with_enqueue else 0):
-            raise worker_bench.DrainFailed(f"{done} business transactions, {stored} jobs stored")
+            raise drains.DrainFailed(f"{done} business transactions, {stored} jobs stored")
         return elapsed * 1000 / done
     finally:
         engine.dispose()

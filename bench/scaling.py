@@ -22,7 +22,7 @@ import uuid
 from datetime import timedelta
 from multiprocessing.synchronize import Event
 
-from bench import raw_limits, worker_bench
+from bench import databases, drains, raw_limits, worker_bench
 from bench.report import Row, Sample
 from bench.servers import Servers, fresh_database
 from outbox import queries
@@ -111,13 +111,13 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
     try:
         before = worker_bench.count_status(engine, JobStatus.COMPLETED)
         raw_limits.fill(url, jobs, prefix=f"claim-{run}-")
-        worker_bench.settle(url)
+        databases.settle(url)
         seconds = claim_latencies(url, jobs)
         q = statistics.quantiles(seconds, n=100, method="inclusive") if len(seconds) > 1 else None
         p50, p99 = (q[49] * 1000, q[98] * 1000) if q else (seconds[0] * 1000,) * 2
         raw_limits.fill(url, jobs, prefix=f"drain-{run}-")
-        worker_bench.settle(url)
-        setup = worker_bench.Setup(admin_url=url, jobs=jobs, concurrency=concurrency)
+        databases.settle(url)
+        setup = drains.Setup(admin_url=url, jobs=jobs, concurrency=concurrency)
         settings = worker_bench.worker_settings(setup, url, "none")
         drained = worker_bench.drain_outbox_worker(engine, settings, jobs)
         # Every row, finished before or now, COMPLETED after exactly one attempt.
@@ -125,7 +125,7 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
     finally:
         engine.dispose()
     if drained.handler_calls != jobs:
-        raise worker_bench.DrainFailed(f"{jobs} jobs, {drained.handler_calls} handler calls")
+        raise drains.DrainFailed(f"{jobs} jobs, {drained.handler_calls} handler calls")
     return {
         claim_name(finished): Sample(p50, p50, p99),
         drain_name(finished): Sample(jobs / drained.seconds),
@@ -156,7 +156,7 @@ def processes_group(servers: Servers, count: int, jobs: int, concurrency: int) -
     spawn = multiprocessing.get_context("spawn")  # the parent holds threads and pools
     with fresh_database(servers) as url:
         raw_limits.fill(url, jobs, prefix="proc-")
-        worker_bench.settle(url)
+        databases.settle(url)
         go, stop = spawn.Event(), spawn.Event()
         readies = [spawn.Event() for _ in range(count)]
         children = [spawn.Process(target=_process, args=(url, concurrency, r, go, stop))
@@ -167,13 +167,13 @@ def processes_group(servers: Servers, count: int, jobs: int, concurrency: int) -
         try:
             for ready in readies:
                 if not ready.wait(120):
-                    raise worker_bench.DrainFailed("a worker process did not start within 120 s")
+                    raise drains.DrainFailed("a worker process did not start within 120 s")
             go.set()
             started = time.perf_counter()
-            deadline = worker_bench.deadline_for(jobs)
+            deadline = drains.deadline_for(jobs)
             while worker_bench.count_status(engine, JobStatus.COMPLETED) < jobs:
                 if time.monotonic() > deadline:
-                    raise worker_bench.DrainFailed(f"{count} processes did not drain {jobs}")
+                    raise drains.DrainFailed(f"{count} processes did not drain {jobs}")
                 time.sleep(0.01)  # polling the database is the only shared signal
             seconds = time.perf_counter() - started
             worker_bench.verify_outbox(engine, jobs, None)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import worker_bench
+from bench import databases
 from outbox.embedded_servers import embedded_kafka, embedded_postgres, embedded_redis
 
 
@@ -29,7 +30,7 @@ class Servers:
     admin_url: str
     redis_url: str | None
     kafka_bootstrap: str | None
-    template: str = worker_bench.TEMPLATE
+    template: str = databases.TEMPLATE
 
 
 @contextlib.contextmanager
@@ -39,8 +40,8 @@ def started_servers(*, brokers: bool = True) -> Iterator[Servers]:
         pg = stack.enter_context(embedded_postgres())
         redis_port = kafka_port = None
         if brokers:
-            redis_port = worker_bench.optional_server(stack, embedded_redis)
-            kafka_port = worker_bench.optional_server(stack, embedded_kafka)
+            redis_port = optional_server(stack, embedded_redis)
+            kafka_port = optional_server(stack, embedded_kafka)
         yield using_servers(
             pg.url,
             f"redis://127.0.0.1:{redis_port}/0" if redis_port else None,
@@ -48,15 +49,26 @@ def started_servers(*, brokers: bool = True) -> Iterator[Servers]:
         )
 
 
+def optional_server(
+    stack: contextlib.ExitStack, start: Callable[[], contextlib.AbstractContextManager[Any]]
+) -> int | None:
+    """The port of an embedded broker, or None (its rows then say "not run") if it won't start."""
+    try:
+        return int(stack.enter_context(start()).port)
+    except Exception as exc:
+        Console(stderr=True).print(f"[yellow]{start.__name__} did not start:[/] {exc}")
+        return None
+
+
 def using_servers(admin_url: str, redis_url: str | None, kafka_bootstrap: str | None) -> Servers:
     """Servers someone else started (a test session's); migrates the bench's template on them."""
-    worker_bench.make_template(admin_url)
+    databases.make_template(admin_url)
     return Servers(admin_url, redis_url, kafka_bootstrap)
 
 
 def fresh_database(servers: Servers) -> contextlib.AbstractContextManager[str]:
     """A clone of the migrated template for one measurement; dropped afterwards."""
-    return worker_bench.fresh_database(servers.admin_url, servers.template)
+    return databases.fresh_database(servers.admin_url, servers.template)
 
 
 def machine(admin_url: str) -> dict[str, object]:

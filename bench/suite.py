@@ -22,12 +22,12 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import gateway_bench, groups, scaling, worker_bench
+from bench import closed_loop, drains, groups, scaling
 from bench.report import Row, Sample, show, to_json, write_json
 from bench.servers import Servers, machine, started_servers, warn
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
-FAILURES = (worker_bench.DrainFailed, gateway_bench.BenchError)
+FAILURES = (drains.DrainFailed, closed_loop.BenchError)
 Group = Callable[[], dict[str, Sample]]
 
 

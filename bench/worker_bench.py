@@ -28,23 +28,23 @@ installs the ``bench`` extra) or failing print "not run: <reason>".
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run as `python bench/worker_bench.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
-import asyncio
 import contextlib
 import functools
-import itertools
-import logging
-import os
 import statistics
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, LiteralString
 
-import psycopg
 import redis
 import sqlalchemy as sa
 from rich.console import Console
@@ -52,9 +52,13 @@ from rich.table import Table
 from sqlalchemy.engine import Engine
 
 import gateway
-from outbox import migrations_runner, queries
+from bench.databases import fresh_database, make_template, settle
+from bench.drains import FILL_BATCH, Drained, DrainFailed, NotRun, Setup, Stopwatch, timed_drain
+from bench.peer_drains import drain_pgqueuer, drain_procrastinate, run_peer
+from bench.servers import optional_server
+from outbox import queries
 from outbox.cli.services import build_relay, build_worker
-from outbox.database import create_engine, libpq_conninfo
+from outbox.database import create_engine
 from outbox.embedded_servers import embedded_kafka, embedded_postgres, embedded_redis
 from outbox.job_record import Lease
 from outbox.schema import jobs
@@ -63,153 +67,12 @@ from outbox.states import JobStatus
 from worker import HandlerRegistry, Job
 
 NOOP = "bench.noop"
-PEER_NOOP = "noop"
-FILL_BATCH = 1000
-TEMPLATE = "outbox_bench_template"
 # tansu finishes a consumer-group join in about half the session timeout (outside the clock).
 KAFKA_GROUP_CONFIG: dict[str, str | int | float | bool] = {
     "session.timeout.ms": 2000,
     "heartbeat.interval.ms": 300,
 }
 LEASE = timedelta(seconds=30)
-NOT_INSTALLED = "{} is not installed (make bench-worker installs the bench extra)"
-_database_numbers = itertools.count()
-
-
-class DrainFailed(Exception):
-    """A drain lost, repeated or left jobs: its figure would be wrong, so the bench stops."""
-
-
-class NotRun(Exception):
-    """A row that cannot run here (a peer not installed, a server that did not start)."""
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What every run gets: the server, the backlog, the in-flight cap and the brokers."""
-
-    admin_url: str
-    jobs: int
-    concurrency: int
-    template: str = TEMPLATE
-    redis_url: str | None = None
-    kafka_bootstrap: str | None = None
-
-
-@dataclass(frozen=True)
-class Drained:
-    """One timed drain: its seconds, and how often the handler ran (None: no handler)."""
-
-    seconds: float
-    handler_calls: int | None = None
-    enqueue_seconds: float | None = None
-    """How long enqueueing the backlog took, in 1,000-job batches (peers; outside the clock)."""
-
-
-class Stopwatch:
-    """Counts handler calls from any thread; the clock starts at the first one."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.calls = 0
-        self.first: float | None = None
-        self.all_called = threading.Event()
-        self._lock = threading.Lock()
-
-    def call(self) -> None:
-        with self._lock:
-            self.calls += 1
-            if self.first is None:
-                self.first = time.perf_counter()
-            if self.calls == self.target:
-                self.all_called.set()
-
-    def elapsed(self) -> float:
-        if self.first is None:
-            raise DrainFailed("no handler ran")
-        return time.perf_counter() - self.first
-
-
-def deadline_for(jobs: int) -> float:
-    """A generous bound on one drain (100 jobs/s, at least two minutes): a hang fails the run."""
-    return time.monotonic() + max(120.0, jobs / 100)
-
-
-def timed_drain(
-    watch: Stopwatch, finished: Callable[[], int], alive: Callable[[], bool], jobs: int
-) -> float:
-    """Seconds from the first handler call until ``finished()`` reaches ``jobs``."""
-    deadline = deadline_for(jobs)
-    while not watch.all_called.wait(0.05):
-        if not alive() or time.monotonic() > deadline:
-            raise DrainFailed(f"the handler ran {watch.calls} of {jobs} jobs, then stopped")
-    while (done := finished()) < jobs:  # the last outcome writes trail the last call briefly
-        if time.monotonic() > deadline:
-            raise DrainFailed(f"only {done} of {jobs} jobs finished")
-        time.sleep(0.002)
-    return watch.elapsed()
-
-
-async def timed_drain_async(
-    watch: Stopwatch, finished: Callable[[], Awaitable[int]], run: asyncio.Task[Any], jobs: int
-) -> float:
-    """:func:`timed_drain` for a peer's worker running as ``run``; waits for it to end."""
-    deadline = deadline_for(jobs)
-    try:
-        while not watch.all_called.is_set():
-            if run.done() or time.monotonic() > deadline:
-                run.result()  # a worker that crashed says why
-                raise DrainFailed(f"the handler ran {watch.calls} of {jobs} jobs, then stopped")
-            await asyncio.sleep(0.005)
-        while (done := await finished()) < jobs:
-            if time.monotonic() > deadline:
-                raise DrainFailed(f"only {done} of {jobs} jobs finished")
-            await asyncio.sleep(0.002)
-        seconds = watch.elapsed()
-    except BaseException:
-        run.cancel()
-        raise
-    await asyncio.wait_for(run, 60)  # both peers' workers end by themselves once drained
-    return seconds
-
-
-# --- databases ------------------------------------------------------------------------------------
-
-
-def execute_autocommit(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        for statement in statements:
-            conn.execute(sa.text(statement))
-    engine.dispose()
-
-
-def database_url(admin_url: str, name: str) -> str:
-    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def make_template(admin_url: str) -> None:
-    """The outbox schema at head, migrated once; each outbox run clones it."""
-    drop, create = f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}"
-    execute_autocommit(admin_url, drop, create)
-    migrations_runner.upgrade(database_url(admin_url, TEMPLATE))
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]:
-    """A new database (a clone of ``template``, or empty) for one run; dropped afterwards."""
-    name = f"bench_{os.getpid()}_{next(_database_numbers)}"
-    clone = f" TEMPLATE {template}" if template else ""
-    execute_autocommit(admin_url, f"CREATE DATABASE {name}{clone}")
-    try:
-        yield database_url(admin_url, name)
-    finally:
-        execute_autocommit(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def settle(url: str) -> None:
-    """Planner statistics and a checkpoint, so no run starts with the previous one's debt."""
-    execute_autocommit(url, "ANALYZE", "CHECKPOINT")
 
 
 # --- the outbox -----------------------------------------------------------------------------------
@@ -362,120 +225,6 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
-# --- peers ----------------------------------------------------------------------------------------
-
-
-async def count_rows(conn: psycopg.AsyncConnection[Any], query: LiteralString) -> int:
-    cursor = await conn.execute(query)
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def drain_pgqueuer(url: str, jobs_expected: int, concurrency: int) -> Drained:
-    """Enqueue through pgqueuer's batch enqueue, then time a worker in drain mode."""
-    try:
-        from pgqueuer import Queries, QueueManager
-        from pgqueuer.models import Job as PgqJob
-        from pgqueuer.types import QueueExecutionMode
-    except ImportError as exc:
-        raise NotRun(NOT_INSTALLED.format(exc.name)) from None
-    conninfo = libpq_conninfo(url)
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        loader = Queries.from_psycopg_connection(conn)
-        await loader.install()
-        enqueue_started = time.perf_counter()
-        for start in range(0, jobs_expected, FILL_BATCH):
-            size = min(FILL_BATCH, jobs_expected - start)
-            payloads: list[bytes | None] = [b'{"i": %d}' % (start + i) for i in range(size)]
-            await loader.enqueue([PEER_NOOP] * size, payloads, [0] * size)
-        enqueue_seconds = time.perf_counter() - enqueue_started
-    settle(url)
-    watch = Stopwatch(jobs_expected)
-    async with (
-        await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn,
-        await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe,
-    ):
-        manager = QueueManager(Queries.from_psycopg_connection(conn))
-
-        @manager.entrypoint(PEER_NOOP)
-        async def noop(job: PgqJob) -> None:
-            watch.call()
-
-        run = asyncio.create_task(manager.run(
-            batch_size=max(1, concurrency // 2), max_concurrent_tasks=max(2, concurrency),
-            mode=QueueExecutionMode.drain,
-        ))  # fmt: skip
-        successful = "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
-        done = functools.partial(count_rows, probe, successful)
-        seconds = await timed_drain_async(watch, done, run, jobs_expected)
-        queued = await count_rows(probe, "SELECT count(*) FROM pgqueuer")
-        distinct = await count_rows(probe, "SELECT count(DISTINCT job_id) FROM pgqueuer_log "
-                                           "WHERE status = 'successful'")  # fmt: skip
-        failed = await count_rows(probe, "SELECT count(*) FROM pgqueuer_log WHERE status "
-                                         "NOT IN ('queued', 'picked', 'successful')")  # fmt: skip
-    if (queued, distinct, failed, watch.calls) != (0, jobs_expected, 0, jobs_expected):
-        raise DrainFailed(f"pgqueuer: {queued} left queued, {distinct} successful, "
-                          f"{failed} failed, {watch.calls} handler calls; "
-                          f"{jobs_expected} expected")  # fmt: skip
-    return Drained(seconds, watch.calls, enqueue_seconds)
-
-
-class _QuietMainModuleWarning(logging.Filter):
-    """procrastinate warns when its App is built in ``__main__``: that only matters to a worker
-    process importing tasks by path, and this worker runs in the process that defined them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(record, "action", None) != "app_defined_in___main__"
-
-
-async def drain_procrastinate(url: str, jobs_expected: int, concurrency: int) -> Drained:
-    """Defer through ``batch_defer_async``, then time a ``wait=False`` worker."""
-    try:
-        import procrastinate
-    except ImportError as exc:
-        raise NotRun(NOT_INSTALLED.format(exc.name)) from None
-    logging.getLogger("procrastinate.blueprints").addFilter(_QuietMainModuleWarning())
-    conninfo = libpq_conninfo(url)
-    watch = Stopwatch(jobs_expected)
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-
-    @app.task(name=PEER_NOOP, queue="bench")
-    async def noop(i: int) -> None:
-        watch.call()
-
-    async with app.open_async():
-        await app.schema_manager.apply_schema_async()
-        enqueue_started = time.perf_counter()
-        for start in range(0, jobs_expected, FILL_BATCH):
-            end = min(jobs_expected, start + FILL_BATCH)
-            arguments: list[dict[str, Any]] = [{"i": i} for i in range(start, end)]
-            await noop.batch_defer_async(*arguments)
-        enqueue_seconds = time.perf_counter() - enqueue_started
-        settle(url)
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
-            run = asyncio.create_task(app.run_worker_async(
-                queues=["bench"], concurrency=concurrency, wait=False, listen_notify=False,
-                install_signal_handlers=False,
-            ))  # fmt: skip
-            succeeded = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
-            done = functools.partial(count_rows, probe, succeeded)
-            seconds = await timed_drain_async(watch, done, run, jobs_expected)
-            finished = await done()
-            total = await count_rows(probe, "SELECT count(*) FROM procrastinate_jobs")
-    if (finished, total, watch.calls) != (jobs_expected,) * 3:
-        raise DrainFailed(f"procrastinate: {finished} succeeded of {total} jobs, {watch.calls} "
-                          f"handler calls; {jobs_expected} expected")  # fmt: skip
-    return Drained(seconds, watch.calls, enqueue_seconds)
-
-
-def run_peer(
-    setup: Setup, drain: Callable[[str, int, int], Coroutine[Any, Any, Drained]]
-) -> Drained:
-    """A peer in an empty fresh database, where it installs its own schema."""
-    with fresh_database(setup.admin_url) as url:
-        return asyncio.run(drain(url, setup.jobs, setup.concurrency))
-
-
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -542,17 +291,6 @@ def show(rows: list[Row], args: argparse.Namespace) -> None:
     for row in rows:
         if row.not_run is not None:  # too long for a cell: one line each, below the table
             console.print(f"{row.name}: not run: {row.not_run}", highlight=False)
-
-
-def optional_server(
-    stack: contextlib.ExitStack, start: Callable[[], contextlib.AbstractContextManager[Any]]
-) -> int | None:
-    """The port of an embedded broker, or None (its rows then say "not run") if it won't start."""
-    try:
-        return int(stack.enter_context(start()).port)
-    except Exception as exc:
-        Console(stderr=True).print(f"[yellow]{start.__name__} did not start:[/] {exc}")
-        return None
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench import worker_bench
+from bench import drains, worker_bench
 from outbox.schema import jobs
 
 JOBS = 300
@@ -19,7 +19,7 @@ def test_bench_table_drain_completes_every_job_exactly_once(
     engine: Engine, database_url: str
 ) -> None:
     worker_bench.fill_outbox(engine, JOBS)
-    setup = worker_bench.Setup(admin_url=database_url, jobs=JOBS, concurrency=20)
+    setup = drains.Setup(admin_url=database_url, jobs=JOBS, concurrency=20)
     settings = worker_bench.worker_settings(setup, database_url, "none")
 
     drained = worker_bench.drain_outbox_worker(engine, settings, JOBS)

@@ -8,7 +8,7 @@ from collections import Counter
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import gateway_bench
+from bench import closed_loop, gateway_bench
 from outbox.database import create_engine
 from outbox.schema import jobs
 
@@ -18,7 +18,7 @@ REQUESTS, BATCH = 6, 5
 def test_gateway_bench_stores_each_acknowledged_job_once_and_reports_positive_figures(
     database_url: str,
 ) -> None:
-    load = gateway_bench.Load(clients=2, requests=REQUESTS, batch_size=BATCH)
+    load = closed_loop.Load(clients=2, requests=REQUESTS, batch_size=BATCH)
 
     results = gateway_bench.run_bench(database_url, load, runs=1)
 
