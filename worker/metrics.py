@@ -8,8 +8,11 @@ one of :class:`JobOutcome`; never a job id or key.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -34,6 +37,10 @@ class JobOutcome(StrEnum):
 
 FINISHED = frozenset({JobOutcome.COMPLETED, JobOutcome.DEAD})
 """Outcomes that end a job: only these observe ``outbox_worker_publish_to_finish_seconds``."""
+
+RecordedOutcome = tuple[str, JobOutcome, float | None, datetime | None]
+"""One committed outcome: job type, outcome, seconds the handler ran, and when it was published
+(or created, without a broker)."""
 
 
 class WorkerMetrics:
@@ -86,20 +93,26 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def record_outcome(
-        self,
-        job_type: str,
-        outcome: JobOutcome,
-        *,
-        run_seconds: float | None,
-        since: datetime | None,
-        committed_at: datetime | None = None,
+    def record_outcomes(
+        self, outcomes: Iterable[RecordedOutcome], *, committed_at: datetime | None = None
     ) -> None:
-        """Count one committed outcome; call it after the commit, never before."""
-        self.jobs.labels(job_type, outcome.value).inc()
-        if run_seconds is not None:
-            self.job_duration.labels(job_type).observe(max(0.0, run_seconds))
-        if outcome in FINISHED and since is not None:
-            # The worker's clock minus the database's, as the relay's commit-to-publish.
-            end = committed_at or datetime.now(UTC)
-            self.publish_to_finish.observe(max(0.0, (end - since).total_seconds()))
+        """Count a batch of committed outcomes; call it after the commit, never before.
+
+        One counter increment per (type, outcome) and one label lookup per type, not per job:
+        per job, the lookups cost the outcome writer more than its statement.
+        """
+        # The worker's clock minus the database's, as the relay's commit-to-publish.
+        end = committed_at or datetime.now(UTC)
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        durations: dict[str, Any] = {}
+        for job_type, outcome, run_seconds, since in outcomes:
+            counts[job_type, outcome.value] += 1
+            if run_seconds is not None:
+                duration = durations.get(job_type)
+                if duration is None:
+                    duration = durations[job_type] = self.job_duration.labels(job_type)
+                duration.observe(max(0.0, run_seconds))
+            if outcome in FINISHED and since is not None:
+                self.publish_to_finish.observe(max(0.0, (end - since).total_seconds()))
+        for (job_type, outcome_value), count in counts.items():
+            self.jobs.labels(job_type, outcome_value).inc(count)

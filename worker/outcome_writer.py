@@ -174,10 +174,10 @@ class OutcomeWriter:
     def _count(self, written: list[tuple[Report, JobOutcome]]) -> None:
         if self._metrics is None:
             return
-        for report, outcome in written:
-            self._metrics.record_outcome(
-                report.job_type, outcome, run_seconds=report.run_seconds, since=report.since
-            )
+        self._metrics.record_outcomes(
+            (report.job_type, outcome, report.run_seconds, report.since)
+            for report, outcome in written
+        )
 
     def _write_alone(self, report: Report) -> None:
         try:
