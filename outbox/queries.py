@@ -209,10 +209,26 @@ def claim_batch(
     types at their concurrency or rate limit separately, with a smaller limit).
     """
     statement = _claim_statement(
-        worker_id, lease, default_max_attempts, tuple(sorted((max_attempts_by_type or {}).items())),
+        worker_id, lease, default_max_attempts, _policy_key(max_attempts_by_type),
         None if types is None else tuple(types), tuple(exclude_types),
     )  # fmt: skip
-    rows = conn.execute(statement, {"claim_limit": limit, "claim_now": now}).all()
+    return _claimed(conn, statement, {"claim_limit": limit, "claim_now": now})
+
+
+def _policy_key(max_attempts_by_type: Mapping[str, int] | None) -> tuple[tuple[str, int], ...]:
+    """The per-type policy as part of a cached statement's key (hashable, order-free)."""
+    return tuple(sorted((max_attempts_by_type or {}).items()))
+
+
+def _claim_now() -> sa.ColumnElement[datetime]:
+    """``now`` bound at execution (None: the database clock), for the cached claim statements."""
+    return sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
+
+
+def _claimed(
+    conn: Connection, statement: sa.Update, parameters: dict[str, Any]
+) -> list[ClaimedJob]:
+    rows = conn.execute(statement, parameters).all()
     return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
 
 
@@ -227,7 +243,7 @@ def _claim_statement(
 ) -> sa.Update:
     # Built once per worker and claim group, with the limit and the time bound at execution:
     # building and keying the expression took more of the claim loop's time than the database.
-    t = sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
+    t = _claim_now()
     due = sa.select(jobs.c.id).where(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     if types is not None:
         due = due.where(jobs.c.type.in_(list(types)))
@@ -264,10 +280,9 @@ def claim_by_job_ids(
     if not job_ids:
         return []
     statement = _claim_by_ids_statement(
-        worker_id, lease, default_max_attempts, tuple(sorted((max_attempts_by_type or {}).items()))
+        worker_id, lease, default_max_attempts, _policy_key(max_attempts_by_type)
     )
-    rows = conn.execute(statement, {"claim_job_ids": list(job_ids), "claim_now": now}).all()
-    return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
+    return _claimed(conn, statement, {"claim_job_ids": list(job_ids), "claim_now": now})
 
 
 @functools.lru_cache(maxsize=64)
@@ -277,7 +292,7 @@ def _claim_by_ids_statement(
     default_max_attempts: int,
     max_attempts_by_type: tuple[tuple[str, int], ...],
 ) -> sa.Update:
-    t = sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
+    t = _claim_now()
     claimable = sa.or_(
         jobs.c.status == S.PUBLISHED, sa.and_(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     )
