@@ -90,9 +90,10 @@ class EnqueueOutcome:
 def validate_jobs(jobs: Sequence[JobSpec], limits: EnqueueLimits = DEFAULT_LIMITS) -> list[NewJob]:
     """Validate every job, without touching the database; fields are named ``jobs[i].<field>``."""
     new_jobs = []
+    trace_context = tracing.current_trace_context()  # one span is current for the whole batch
     for i, spec in enumerate(jobs):
         try:
-            new_jobs.append(validate_job(spec, limits))
+            new_jobs.append(_validate(spec, limits, trace_context))
         except InvalidJobError as exc:
             raise InvalidJobError(f"jobs[{i}].{exc.field}", exc.message) from None
     _refuse_inner_duplicates(new_jobs)
@@ -115,6 +116,12 @@ def insert_validated(
 
 def validate_job(spec: JobSpec, limits: EnqueueLimits = DEFAULT_LIMITS) -> NewJob:
     """Validate one job; :class:`InvalidJobError` names the bad field."""
+    return _validate(spec, limits, tracing.current_trace_context())
+
+
+def _validate(
+    spec: JobSpec, limits: EnqueueLimits, trace_context: Mapping[str, str] | None
+) -> NewJob:
     return NewJob.build(
         spec.type,
         spec.payload,
@@ -124,7 +131,7 @@ def validate_job(spec: JobSpec, limits: EnqueueLimits = DEFAULT_LIMITS) -> NewJo
         priority=spec.priority,
         run_at=spec.run_at,
         max_attempts=spec.max_attempts,
-        headers=tracing.with_trace_context(spec.headers),
+        headers=tracing.with_trace_context(spec.headers, trace_context),
         limits=limits,
     )
 

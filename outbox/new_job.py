@@ -7,8 +7,8 @@ becomes a stack trace from PostgreSQL (jsonb refuses NUL characters, for one) or
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,7 +65,7 @@ class NewJob:
     ) -> NewJob:
         """Validate a caller's job; raise :class:`InvalidJobError` naming the first bad field."""
         _check_type(type)
-        job_id = str(uuid.uuid4()) if job_id is None else _check_identifier("job_id", job_id)
+        job_id = new_job_id() if job_id is None else _check_identifier("job_id", job_id)
         key = job_id if key is None else _check_identifier("key", key)
         if topic is not None and (not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic)):
             raise InvalidJobError("topic", "must be 1-249 characters of A-Z a-z 0-9 . _ -")
@@ -85,6 +85,19 @@ class NewJob:
             max_attempts=max_attempts,
             headers_json=_encode_headers(headers, limits.max_headers_bytes),
         )
+
+
+def new_job_id() -> str:
+    """A random (version 4) UUID in its usual text form, as ``str(uuid.uuid4())`` spells it.
+
+    Built from the random bytes directly: the ``uuid.UUID`` object was a third of the cost of
+    validating a job in ``enqueue_many``.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _check_type(value: object) -> None:

@@ -27,17 +27,23 @@ except ImportError:  # the optional extra is not installed
 TRACEPARENT = "traceparent"
 
 
-def with_trace_context(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
-    """The job's headers plus the current trace context, unless they carry one already."""
-    if not ENABLED or (headers is not None and TRACEPARENT in headers):
-        return headers
-    if not trace.get_current_span().get_span_context().is_valid:
-        return headers  # no span here: nothing to carry (and inject is the costly part)
+def current_trace_context() -> dict[str, str] | None:
+    """The current span's W3C trace context, as headers; None where no span is current."""
+    if not ENABLED or not trace.get_current_span().get_span_context().is_valid:
+        return None  # the check is cheap; inject is the costly part
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    if TRACEPARENT not in carrier:  # no span is recording here
+    return carrier if TRACEPARENT in carrier else None
+
+
+def with_trace_context(
+    headers: Mapping[str, str] | None, context: Mapping[str, str] | None
+) -> Mapping[str, str] | None:
+    """The job's headers plus ``context`` (from :func:`current_trace_context`, taken once per
+    batch: every job of it has the same), unless they carry a trace context already."""
+    if context is None or (headers is not None and TRACEPARENT in headers):
         return headers
-    return {**(headers or {}), **carrier}
+    return {**(headers or {}), **context}
 
 
 @contextmanager

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from outbox.errors import InvalidJobError
-from outbox.new_job import EnqueueLimits, NewJob
+from outbox.new_job import EnqueueLimits, NewJob, new_job_id
 
 
 def test_defaults_make_a_fresh_job_id_and_use_it_as_the_key() -> None:
@@ -80,3 +81,13 @@ def test_any_timezone_is_accepted_for_run_at() -> None:
     tokyo = timezone(timedelta(hours=9))
     for run_at in (datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=tokyo)):
         assert NewJob.build("t", {}, run_at=run_at).run_at == run_at
+
+
+def test_new_job_ids_are_version_4_uuids_in_their_usual_text_form() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert str(parsed) == job_id  # lower-case hex, dashes at 8-4-4-4-12
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
