@@ -15,17 +15,10 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 
 from outbox import migrations_runner
+from outbox.database import execute_autocommit
 
 TEMPLATE = "outbox_bench_template"
 _database_numbers = itertools.count()
-
-
-def execute_autocommit(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        for statement in statements:
-            conn.execute(sa.text(statement))
-    engine.dispose()
 
 
 def database_url(admin_url: str, name: str) -> str:

@@ -27,6 +27,20 @@ def create_engine(
     )
 
 
+def execute_autocommit(database_url: str, *statements: str) -> None:
+    """Run statements outside any transaction (CREATE or DROP DATABASE, ANALYZE, CHECKPOINT) on
+    a connection of their own; the benchmarks and the tests make their databases with it."""
+    engine = sa.create_engine(
+        database_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
 def libpq_conninfo(database_url: str) -> str:
     """The URL in libpq's spelling, for raw psycopg connections (LISTEN needs one of its own)."""
     return (

@@ -51,6 +51,11 @@ def _now(now: datetime | None) -> sa.ColumnElement[datetime]:
     return sa.func.coalesce(sa.literal(now, TIMESTAMP), sa.func.now())
 
 
+def _bound_now(name: str) -> sa.ColumnElement[datetime]:
+    """:func:`_now` for a statement built once: ``now`` bound at execution as ``name``."""
+    return sa.func.coalesce(sa.bindparam(name, type_=TIMESTAMP), sa.func.now())
+
+
 def _in(states: Iterable[JobStatus]) -> sa.ColumnElement[bool]:
     return jobs.c.status.in_(sorted(s.value for s in states))
 
@@ -148,16 +153,18 @@ VALUES (:job_id, :type, CAST(:payload AS jsonb), :key, :topic, CAST(:priority AS
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
-_INSERT_ONE = sa.text(_INSERT_ONE_SQL)
-_INSERT_ONE_NOTIFY = sa.text(
-    f"WITH inserted AS ({_INSERT_ONE_SQL}), wake AS (SELECT pg_notify(:channel, 'pending'))"
-    " SELECT inserted.job_id FROM inserted, wake"
-)
-_INSERT = sa.text(_INSERT_SQL)
-_INSERT_NOTIFY = sa.text(
-    f"WITH inserted AS ({_INSERT_SQL}), wake AS (SELECT pg_notify(:channel, 'pending'))"
-    " SELECT inserted.job_id FROM inserted, wake"
-)
+
+
+def _notifying(insert_sql: str) -> sa.TextClause:
+    """The insert, and one NOTIFY that wakes listeners when its transaction commits."""
+    return sa.text(
+        f"WITH inserted AS ({insert_sql}), wake AS (SELECT pg_notify(:channel, 'pending'))"
+        " SELECT inserted.job_id FROM inserted, wake"
+    )
+
+
+_INSERT_ONE, _INSERT_ONE_NOTIFY = sa.text(_INSERT_ONE_SQL), _notifying(_INSERT_ONE_SQL)
+_INSERT, _INSERT_NOTIFY = sa.text(_INSERT_SQL), _notifying(_INSERT_SQL)
 
 
 def find_conflicting_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
@@ -220,11 +227,6 @@ def _policy_key(max_attempts_by_type: Mapping[str, int] | None) -> tuple[tuple[s
     return tuple(sorted((max_attempts_by_type or {}).items()))
 
 
-def _claim_now() -> sa.ColumnElement[datetime]:
-    """``now`` bound at execution (None: the database clock), for the cached claim statements."""
-    return sa.func.coalesce(sa.bindparam("claim_now", type_=TIMESTAMP), sa.func.now())
-
-
 def _claimed(
     conn: Connection, statement: sa.Update, parameters: dict[str, Any]
 ) -> list[ClaimedJob]:
@@ -243,7 +245,7 @@ def _claim_statement(
 ) -> sa.Update:
     # Built once per worker and claim group, with the limit and the time bound at execution:
     # building and keying the expression took more of the claim loop's time than the database.
-    t = _claim_now()
+    t = _bound_now("claim_now")
     due = sa.select(jobs.c.id).where(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     if types is not None:
         due = due.where(jobs.c.type.in_(list(types)))
@@ -292,7 +294,7 @@ def _claim_by_ids_statement(
     default_max_attempts: int,
     max_attempts_by_type: tuple[tuple[str, int], ...],
 ) -> sa.Update:
-    t = _claim_now()
+    t = _bound_now("claim_now")
     claimable = sa.or_(
         jobs.c.status == S.PUBLISHED, sa.and_(jobs.c.status == S.PENDING, jobs.c.run_at <= t)
     )
@@ -374,7 +376,7 @@ def _complete_statement() -> sa.Update:
         .table_valued("id", "lease_token", "result", name="done")
         .render_derived()
     )
-    t = sa.func.coalesce(sa.bindparam("done_now", type_=TIMESTAMP), sa.func.now())
+    t = _bound_now("done_now")
     return (
         sa.update(jobs)
         .where(_holds_leases(done))

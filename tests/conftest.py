@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from outbox import migrations_runner
-from outbox.database import create_engine
+from outbox.database import create_engine, execute_autocommit
 from outbox.embedded_servers import embedded_kafka, embedded_postgres, embedded_redis
 
 TEMPLATE_DB = "outbox_template"
@@ -50,14 +50,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _autocommit_execute(admin_url: str, *statements: str) -> None:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        for statement in statements:
-            conn.execute(sa.text(statement))
-    engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """A URL to a maintenance database on a server the tests may create databases on."""
@@ -67,7 +59,7 @@ def postgres_admin_url() -> Iterator[str]:
         return
     with embedded_postgres() as pg:
         # Durability is not under test here; these make each commit cheap.
-        _autocommit_execute(
+        execute_autocommit(
             pg.url,
             "ALTER SYSTEM SET fsync = off",
             "ALTER SYSTEM SET synchronous_commit = off",
@@ -84,7 +76,7 @@ def _with_database(url: str, database: str) -> str:
 @pytest.fixture(scope="session")
 def template_database_url(postgres_admin_url: str) -> str:
     """A database migrated to head once per session; tests clone it."""
-    _autocommit_execute(
+    execute_autocommit(
         postgres_admin_url,
         f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)",
         f"CREATE DATABASE {TEMPLATE_DB}",
@@ -98,20 +90,20 @@ def template_database_url(postgres_admin_url: str) -> str:
 def empty_database_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh database with no tables at all (for migration tests)."""
     name = f"outbox_empty_{os.getpid()}_{next(_clone_numbers)}"
-    _autocommit_execute(postgres_admin_url, f"CREATE DATABASE {name}")
+    execute_autocommit(postgres_admin_url, f"CREATE DATABASE {name}")
     yield _with_database(postgres_admin_url, name)
-    _autocommit_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    execute_autocommit(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
 def database_url(postgres_admin_url: str, template_database_url: str) -> Iterator[str]:
     """A migrated database of this test's own, cloned from the template."""
     name = f"outbox_test_{os.getpid()}_{next(_clone_numbers)}"
-    _autocommit_execute(
+    execute_autocommit(
         postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY WAL_LOG"
     )
     yield _with_database(postgres_admin_url, name)
-    _autocommit_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    execute_autocommit(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -155,11 +147,11 @@ def kafka_bootstrap() -> Iterator[str]:
 def shared_database_url(postgres_admin_url: str, template_database_url: str) -> Iterator[str]:
     """One migrated database for tests that roll their work back (see ``conn``)."""
     name = f"outbox_shared_{os.getpid()}"
-    _autocommit_execute(
+    execute_autocommit(
         postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY WAL_LOG"
     )
     yield _with_database(postgres_admin_url, name)
-    _autocommit_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    execute_autocommit(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,11 @@ import httpx
 import sqlalchemy as sa
 
 from gateway.auth import hash_token, new_token
+from outbox.database import execute_autocommit
 from outbox.embedded_servers import free_port
 from tests.chaos.checker import Report
 from tests.chaos.conftest import FULL, Stage
 from tests.chaos.load import run_transactions
-from tests.conftest import _autocommit_execute
 from tests.waiting import wait_until
 
 DOWN_SECONDS = 10.0 if FULL else 3.0
@@ -75,14 +75,14 @@ def test_a_database_outage_gets_503_from_the_gateway_and_loses_nothing(
     load.start()
     name = str(sa.make_url(database_url).database)
     load.join(2.0)
-    _autocommit_execute(postgres_admin_url, f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false",
+    execute_autocommit(postgres_admin_url, f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false",
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         f"WHERE datname = '{name}'")  # fmt: skip
     try:
         load.join(DOWN_SECONDS)
         during = Counter(client.answers.values())
     finally:
-        _autocommit_execute(postgres_admin_url,
+        execute_autocommit(postgres_admin_url,
                             f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")  # fmt: skip
     back = time.monotonic()
     load.join()

@@ -11,16 +11,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from outbox.database import create_engine
-from tests.conftest import _autocommit_execute, _with_database
+from outbox.database import create_engine, execute_autocommit
+from tests.conftest import _with_database
 
 
 @pytest.fixture(scope="module")
 def property_engine(postgres_admin_url: str, template_database_url: str) -> Iterator[Engine]:
     name = f"props_{uuid.uuid4().hex[:8]}"
     template = sa.make_url(template_database_url).database
-    _autocommit_execute(postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {template}")
+    execute_autocommit(postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {template}")
     engine = create_engine(_with_database(postgres_admin_url, name))
     yield engine
     engine.dispose()
-    _autocommit_execute(postgres_admin_url, f"DROP DATABASE {name} WITH (FORCE)")
+    execute_autocommit(postgres_admin_url, f"DROP DATABASE {name} WITH (FORCE)")

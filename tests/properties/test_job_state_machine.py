@@ -120,13 +120,12 @@ class JobStateMachine(RuleBasedStateMachine):
     @rule(worker=st.sampled_from(WORKERS), pick=st.integers(0, 50))
     @precondition(lambda self: any(w.held for w in self.workers.values()))
     def complete(self, worker: str, pick: int) -> None:
-        lease = self._pick(worker, pick)
-        if lease is None:
+        picked = self._picked(worker, pick)
+        if picked is None:
             return
-        job_id, job = self._job_of(lease)
+        lease, job_id, job, holds = picked
         with self.engine.begin() as conn:
             done = queries.mark_completed(conn, [queries.Completion(lease)], now=self.now)
-        holds = job.status is S.PROCESSING and job.token == lease.lease_token
         assert done == ([lease.id] if holds else []), f"{job_id}: completion under a stale lease"
         event("complete: lease held" if holds else "complete: stale lease, refused")
         if holds:
@@ -136,11 +135,10 @@ class JobStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(w.held for w in self.workers.values()))
     def fail(self, worker: str, pick: int) -> None:
         """What the worker does after a handler raised: retry while attempts remain, else DEAD."""
-        lease = self._pick(worker, pick)
-        if lease is None:
+        picked = self._picked(worker, pick)
+        if picked is None:
             return
-        _, job = self._job_of(lease)
-        holds = job.status is S.PROCESSING and job.token == lease.lease_token
+        lease, _, job, holds = picked
         with self.engine.begin() as conn:
             retried = queries.schedule_retry(conn, lease, retry_in=RETRY_IN, error="boom",
                                              now=self.now)  # fmt: skip
@@ -157,11 +155,10 @@ class JobStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(w.held for w in self.workers.values()))
     def fail_permanently(self, worker: str, pick: int) -> None:
         """A permanent error: DEAD at once, attempts left or not, if the lease holds."""
-        lease = self._pick(worker, pick)
-        if lease is None:
+        picked = self._picked(worker, pick)
+        if picked is None:
             return
-        _, job = self._job_of(lease)
-        holds = job.status is S.PROCESSING and job.token == lease.lease_token
+        lease, _, job, holds = picked
         with self.engine.begin() as conn:
             dead = queries.dead_letter(conn, lease, error="refused", now=self.now)
         assert dead == holds
@@ -261,6 +258,15 @@ class JobStateMachine(RuleBasedStateMachine):
     def _pick(self, worker: str, pick: int) -> Lease | None:
         held = self.workers[worker].held
         return held[pick % len(held)] if held else None
+
+    def _picked(self, worker: str, pick: int) -> tuple[Lease, str, ModelJob, bool] | None:
+        """One lease ``worker`` holds, its job and model, and whether the lease still holds."""
+        lease = self._pick(worker, pick)
+        if lease is None:
+            return None
+        job_id, job = self._job_of(lease)
+        holds = job.status is S.PROCESSING and job.token == lease.lease_token
+        return lease, job_id, job, holds
 
     def _job_of(self, lease: Lease) -> tuple[str, ModelJob]:
         with self.engine.connect() as conn:

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import worker
 
@@ -20,6 +21,12 @@ HANG_SECONDS = 3.0  # far past TIMEOUT_SECONDS: the worker must give up on the a
 TIMEOUT_SECONDS = 0.2
 RETRY_BASE_SECONDS = 0.05  # attempts run out in well under a second of backoff
 RETRY_MAX_SECONDS = 0.1
+POISON_POLICY: dict[str, Any] = {
+    "max_attempts": MAX_ATTEMPTS,
+    "retry_base_seconds": RETRY_BASE_SECONDS,
+    "retry_max_seconds": RETRY_MAX_SECONDS,
+}
+"""Every poison type's policy: attempts run out fast."""
 
 
 def record_run(job: worker.Job, event: str = "run") -> None:
@@ -48,28 +55,19 @@ def gated(job: worker.Job) -> dict[str, int]:
     return {"done_by": os.getpid()}
 
 
-@worker.handler(
-    "faults.poison.raises", max_attempts=MAX_ATTEMPTS,
-    retry_base_seconds=RETRY_BASE_SECONDS, retry_max_seconds=RETRY_MAX_SECONDS,
-)  # fmt: skip
+@worker.handler("faults.poison.raises", **POISON_POLICY)
 def raises(job: worker.Job) -> None:
     record_run(job)
     raise RuntimeError("poison: raises on every attempt")
 
 
-@worker.handler(
-    "faults.poison.hangs", max_attempts=MAX_ATTEMPTS, timeout_seconds=TIMEOUT_SECONDS,
-    retry_base_seconds=RETRY_BASE_SECONDS, retry_max_seconds=RETRY_MAX_SECONDS,
-)  # fmt: skip
+@worker.handler("faults.poison.hangs", timeout_seconds=TIMEOUT_SECONDS, **POISON_POLICY)
 def hangs(job: worker.Job) -> None:
     record_run(job)
     time.sleep(HANG_SECONDS)  # deaf to its cancellation, as a handler stuck in a C call is
 
 
-@worker.handler(
-    "faults.poison.kills", max_attempts=MAX_ATTEMPTS,
-    retry_base_seconds=RETRY_BASE_SECONDS, retry_max_seconds=RETRY_MAX_SECONDS,
-)  # fmt: skip
+@worker.handler("faults.poison.kills", **POISON_POLICY)
 def kills(job: worker.Job) -> None:
     record_run(job)
     os.kill(os.getpid(), signal.SIGKILL)  # takes its worker, and every job running there, along
