@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from outbox.states import JobStatus
 
@@ -51,41 +51,27 @@ class JobRecord:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
-    """A job a worker now holds a lease on; ``lease_token`` fences its completion."""
+class ClaimedJob(NamedTuple):
+    """A job a worker now holds a lease on; ``lease_token`` fences its completion.
+
+    A named tuple, built straight from the claim's row, with the payload and headers still JSON
+    text: the one claim loop builds one per job, so it does no per-job work a handler thread can
+    do instead (the job's :class:`~worker.job.Job` decodes them when its handler reads them).
+    """
 
     id: int
     job_id: str
     type: str
-    payload: Any
+    payload_json: str
     key: str
     topic: str | None
     attempt: int
     max_attempts: int
-    headers: dict[str, str]
+    headers_json: str
     lease_token: uuid.UUID
     locked_until: datetime
     created_at: datetime | None = None
     published_at: datetime | None = None  # None: never published (the table source)
-
-    @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> ClaimedJob:
-        return cls(
-            id=row["id"],
-            job_id=row["job_id"],
-            type=row["type"],
-            payload=row["payload"],
-            key=row["key"],
-            topic=row["topic"],
-            attempt=row["attempts"],
-            max_attempts=row["max_attempts"],
-            headers=row["headers"],
-            lease_token=row["lease_token"],
-            locked_until=row["locked_until"],
-            created_at=row["created_at"],
-            published_at=row["published_at"],
-        )
 
 
 @dataclass(frozen=True)

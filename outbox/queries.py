@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,12 +35,12 @@ _CLAIMED_COLUMNS = (  # in the order of ClaimedJob's fields: a row builds one po
     jobs.c.id,
     jobs.c.job_id,
     jobs.c.type,
-    jobs.c.payload,
+    sa.cast(jobs.c.payload, sa.Text).label("payload_json"),  # decoded by the handler's thread
     jobs.c.key,
     jobs.c.topic,
     jobs.c.attempts,
     jobs.c.max_attempts,
-    jobs.c.headers,
+    sa.cast(jobs.c.headers, sa.Text).label("headers_json"),
     jobs.c.lease_token,
     jobs.c.locked_until,
     jobs.c.created_at,
@@ -230,8 +231,9 @@ def _policy_key(max_attempts_by_type: Mapping[str, int] | None) -> tuple[tuple[s
 def _claimed(
     conn: Connection, statement: sa.Update, parameters: dict[str, Any]
 ) -> list[ClaimedJob]:
-    rows = conn.execute(statement, parameters).all()
-    return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
+    claimed = list(map(ClaimedJob._make, conn.execute(statement, parameters).all()))
+    claimed.sort(key=_by_id)
+    return claimed
 
 
 @functools.lru_cache(maxsize=256)
@@ -733,8 +735,7 @@ def rescue_expired(
     return sorted((RescuedJob(r.id, r.job_id, JobStatus(r.status)) for r in rows), key=_by_id)
 
 
-def _by_id(job: RescuedJob) -> int:
-    return job.id
+_by_id = operator.attrgetter("id")  # claimed and rescued jobs alike, in the order of their rows
 
 
 def promote_due_retries(conn: Connection, *, limit: int = 1000, now: datetime | None = None) -> int:

@@ -11,8 +11,8 @@ configured, nothing is added and the spans are no-ops.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 try:
@@ -63,30 +63,33 @@ def incoming_context(headers: Mapping[str, str]) -> Iterator[None]:
         otel_context.detach(token)
 
 
-@contextmanager
+_NO_SPAN: AbstractContextManager[object] = nullcontext()
+
+
 def job_span(
-    job_type: str, job_id: str, attempt: int, headers: Mapping[str, str]
-) -> Iterator[None]:
+    job_type: str, job_id: str, attempt: int, headers: Callable[[], Mapping[str, str]]
+) -> AbstractContextManager[object]:
     """The worker's span around one handler call, a child of the context the job carries.
+
+    ``headers`` gives the job's headers, read only when a span records (a claimed job decodes
+    them on first read). Without a tracer provider, no span would record: a shared no-op context
+    skips a no-op span's cost on every job.
 
     An exception from the handler passes through, recorded on the span as an error.
     """
     if not ENABLED or isinstance(trace.get_tracer_provider(), _NO_PROVIDER):
-        yield  # no span would record: skip the per-job cost of a no-op one
-        return
+        return _NO_SPAN
     attributes: dict[str, Any] = {
         "messaging.message.id": job_id,
         "outbox.job.type": job_type,
         "outbox.job.attempt": attempt,
     }
-    tracer = trace.get_tracer("outbox.worker")
-    with tracer.start_as_current_span(
+    return trace.get_tracer("outbox.worker").start_as_current_span(
         f"process {job_type}",
-        context=propagate.extract(dict(headers)),
+        context=propagate.extract(dict(headers())),
         kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
-    ):
-        yield
+    )
 
 
 def current_ids() -> tuple[str, str] | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from outbox import tracing
-from outbox.logging_setup import job_fields
+from outbox.logging_setup import JobFields
 from worker.handler_errors import PermanentError, Retry
 from worker.handlers import HandlerSpec
 from worker.job import Job
@@ -55,8 +55,8 @@ def run_attempt(spec: HandlerSpec, job: Job) -> Outcome:
     """Call the handler once and classify how it ended."""
     try:
         with (
-            job_fields(job_id=job.job_id, type=job.type, attempt=job.attempt),
-            tracing.job_span(job.type, job.job_id, job.attempt, job.headers),
+            JobFields(job_id=job.job_id, type=job.type, attempt=job.attempt),
+            tracing.job_span(job.type, job.job_id, job.attempt, lambda: job.headers),
         ):
             result = spec.func(job)
     except Retry as exc:

@@ -12,8 +12,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -31,9 +31,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True)
-class Report:
-    """An outcome and what is needed to write it."""
+class Report(NamedTuple):
+    """An outcome and what is needed to write it (a named tuple: every job makes one)."""
 
     lease: Lease
     job_id: str
@@ -189,7 +188,7 @@ class OutcomeWriter:
                 )
                 return
             log.exception("result refused; completing without it", extra=_context(report))
-            self._write_alone(replace(report, outcome=Completed(None)))
+            self._write_alone(report._replace(outcome=Completed(None)))
 
     def _write_other(
         self, conn: sa.Connection, report: Report, outcome: Failed | Snoozed, now: datetime | None

@@ -1,6 +1,7 @@
 """The jobs a worker has in hand, from dispatch until their thread is back and outcome written.
 
-The *busy* ones, whose handler has not returned, are the worker's used capacity: a thread freed
+The *busy* ones, whose handler has not returned, are the worker's used capacity (with short
+handlers, some are claimed ahead and wait for a thread: :mod:`worker.claim_pace`): a thread freed
 takes the next job while the outcome writer still writes the last ones, so claiming and writing
 overlap instead of taking turns. The jobs in hand stay bounded all the same (the loop claims no
 more than twice its concurrency in hand). A job is *settled* once: by its handler's return,
@@ -31,7 +32,7 @@ class RunningJob:
     spec: HandlerSpec
     lease: Lease
     since: datetime | None = None  # published_at, else created_at (the metrics' latency start)
-    started: float = field(default_factory=time.monotonic)  # dispatched to a thread
+    started: float = field(default_factory=time.monotonic)  # dispatched, then: its handler began
     settled: bool = False  # an outcome was accepted for it
     written: bool = False  # that outcome is in the database: the lease is no longer ours
     returned: bool = False  # the handler's thread came back
@@ -68,28 +69,39 @@ class RunningJobs:
             report()
             return True
 
+    def start(self, running: RunningJob) -> bool:
+        """A thread takes this job: False when it was settled meanwhile (given back at shutdown),
+        so its handler must not run; the thread still calls :meth:`returned`."""
+        with self._changed:
+            if running.settled:
+                return False
+            running.started = time.monotonic()
+            return True
+
     def returned(self, running: RunningJob) -> None:
         with self._changed:
             running.returned = True
             self._busy -= 1
-            if not self._free_if_done(running):
-                self._on_free()  # the thread is free for the next job
+            self._free_if_done(running)
+            self._on_free()  # the thread is free for the next job
 
     def written(self, leases: Iterable[Lease]) -> None:
         """These jobs' outcomes are written (or given up on): their leases are no longer ours."""
         with self._changed:
+            freed = False
             for lease in leases:
                 running = self._jobs.get(lease.lease_token)
                 if running is not None:
                     running.written = True
-                    self._free_if_done(running)
+                    freed = self._free_if_done(running) or freed
+            if freed:  # once per batch: every wake-up costs the loop a round
+                self._on_free()
 
     def _free_if_done(self, running: RunningJob) -> bool:
         # A thread still inside a timed-out handler keeps its slot: threads stay bounded.
         if running.returned and running.written:
             del self._jobs[running.lease.lease_token]
             self._changed.notify_all()
-            self._on_free()
             return True
         return False
 

@@ -39,6 +39,7 @@ from outbox.job_record import ClaimedJob, Lease
 from outbox.wakeup import Waker
 from worker.attempt import Outcome, Snoozed, no_handler, run_attempt, timed_out
 from worker.capacity import Capacity
+from worker.claim_pace import ClaimPace, claim_budget
 from worker.claim_plan import plan_claims
 from worker.cron_enqueuer import CronEnqueuer
 from worker.duties import Maintenance, schedule_duties
@@ -123,6 +124,7 @@ class Worker:
         """Set while the worker waits with nothing in hand and nothing claimable in sight."""
         self._wake = threading.Event()  # a slot freed, a notification came, or stop
         self._running = RunningJobs(on_free=self._wake.set)
+        self._pace = ClaimPace()
         self._limiter = RateLimiter(self._policies.rate_limits)
         self._capacity = Capacity(
             engine, types=list(registry.handlers), config=config, running=self._running,
@@ -215,9 +217,10 @@ class Worker:
         what is done and keeps its consumer alive meanwhile.
         """
         size = self._capacity.size
-        # Free threads, within twice the concurrency in hand (outcomes waiting to be written).
-        free = min(size - self._running.busy(), 2 * size - self._running.count())
-        budget = min(free, self._config.batch_size)
+        budget = claim_budget(
+            concurrency=size, busy=self._running.busy(), in_hand=self._running.count(),
+            batch=self._config.batch_size, ahead=self._pace.ahead(size),
+        )  # fmt: skip
         groups = plan_claims(
             handled=self._registry.handlers.keys(),
             concurrency_limits=self._policies.concurrency_limits,
@@ -225,12 +228,15 @@ class Worker:
             tokens={t: self._limiter.tokens(t) for t in self._limiter.type_limited},
         )
         request = ClaimRequest(
-            limit=max(0, budget), groups=groups, handled=frozenset(self._registry.handlers),
+            limit=budget, groups=groups, handled=frozenset(self._registry.handlers),
             terms=self._terms, now=self._clock(), wait_seconds=self._wait_seconds(),
         )  # fmt: skip
+        asked = time.monotonic()
         claimed = self._source.claim(request)
         if claimed.jobs:
             failpoint("worker.after_claim")
+        if budget > 0 and len(claimed.jobs) == budget:  # full: it did not wait for work to come
+            self._pace.claimed(time.monotonic() - asked)
         started = [r for r in map(self._prepare, claimed.jobs) if r is not None]
         self._running.add_all(started)  # before any thread can return one
         for running in started:
@@ -252,11 +258,7 @@ class Worker:
         """The job to run; None when its outcome is decided here (no handler, rate limited)."""
         lease = Lease(claimed.id, claimed.lease_token)
         since = claimed.published_at or claimed.created_at
-        job = Job(
-            id=claimed.id, job_id=claimed.job_id, type=claimed.type, payload=claimed.payload,
-            key=claimed.key, attempt=claimed.attempt, max_attempts=claimed.max_attempts,
-            headers=claimed.headers, _progress_writer=partial(self._write_progress, lease),
-        )  # fmt: skip
+        job = Job.claimed(claimed, partial(self._write_progress, lease))
         spec = self._registry.get(claimed.type)
         if spec is None:
             outcome = no_handler(job.type, list(self._registry.handlers))
@@ -269,13 +271,17 @@ class Worker:
         return RunningJob(job, spec, lease, since)
 
     def _start_job(self, running: RunningJob) -> None:
-        if running.spec.timeout_seconds is not None:
-            self._watchdog.watch(running, running.spec.timeout_seconds)
         self._capacity.executor.submit(partial(self._run_job, running))
 
     def _run_job(self, running: RunningJob) -> None:
         try:
+            # A job claimed ahead waits for a thread; shutdown may have given it back meanwhile.
+            if not self._running.start(running):
+                return
+            if running.spec.timeout_seconds is not None:
+                self._watchdog.watch(running, running.spec.timeout_seconds)
             outcome = run_attempt(running.spec, running.job)
+            self._pace.ran(time.monotonic() - running.started)
             failpoint("worker.after_handler")
             report = _running_report(running, outcome)
             if not self._running.settle(running, partial(self._writer.put, report)):

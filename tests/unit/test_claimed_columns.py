@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from outbox import queries
 from outbox.job_record import ClaimedJob
 
@@ -12,4 +10,4 @@ RENAMED = {"attempts": "attempt"}  # the column counts attempts; the job knows i
 
 def test_claimed_columns_are_in_the_order_of_claimed_job_fields() -> None:
     columns = [RENAMED.get(c.name, c.name) for c in queries._CLAIMED_COLUMNS]
-    assert columns == [f.name for f in dataclasses.fields(ClaimedJob)]
+    assert columns == list(ClaimedJob._fields)

@@ -1,0 +1,62 @@
+"""How many jobs a round may claim: free threads, plus those that will be free by the time it
+returns (claiming ahead), within twice the concurrency in hand and the batch size.
+
+A worker that claims only into free threads takes turns: it claims, its threads run the jobs,
+and only then does it claim again, so every claim's round trip is time the threads stand idle.
+When handlers are short next to that round trip, the threads will have finished part of their
+jobs before the next claim returns; claiming those jobs ahead keeps them busy. How many, by
+Little's law: ``concurrency x claim seconds / handler seconds``, from moving averages of both.
+Long handlers make it zero, so a worker busy with slow jobs never holds jobs its threads will not
+reach soon, which other workers could run; a job claimed ahead waits for a thread about as long
+as one claim takes. Nothing is claimed ahead until a handler has returned.
+"""
+
+from __future__ import annotations
+
+import threading
+
+SMOOTHING = 0.2
+"""Weight of the newest observation in each moving average."""
+
+
+class ClaimPace:
+    """Moving averages of the claim round trip and the handler run time; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claim_seconds: float | None = None
+        self._run_seconds: float | None = None
+
+    def claimed(self, seconds: float) -> None:
+        """A claim that took jobs took ``seconds`` (one that found none says nothing of it)."""
+        with self._lock:
+            self._claim_seconds = _moved(self._claim_seconds, seconds)
+
+    def ran(self, seconds: float) -> None:
+        """A handler returned after ``seconds``."""
+        with self._lock:
+            self._run_seconds = _moved(self._run_seconds, seconds)
+
+    def ahead(self, concurrency: int) -> int:
+        """Jobs the threads should finish within one claim's round trip (0 until both known)."""
+        with self._lock:
+            claim, run = self._claim_seconds, self._run_seconds
+        if claim is None or run is None:
+            return 0
+        if run <= 0:
+            return concurrency
+        return min(concurrency, int(concurrency * claim / run))
+
+
+def claim_budget(*, concurrency: int, busy: int, in_hand: int, batch: int, ahead: int) -> int:
+    """Jobs one round may claim.
+
+    ``busy``: jobs whose handler has not returned (running, or claimed ahead and waiting for a
+    thread); ``in_hand``: those plus the ones whose outcome is not written yet.
+    """
+    free_threads = concurrency + min(ahead, concurrency) - busy
+    return max(0, min(free_threads, 2 * concurrency - in_hand, batch))
+
+
+def _moved(average: float | None, value: float) -> float:
+    return value if average is None else average + SMOOTHING * (value - average)
