@@ -11,8 +11,9 @@ the migrated template:
   commits its claim before it runs handlers), from one or several connections (threads; psycopg
   releases the GIL while it waits on the server), draining a backlog filled by one
   ``INSERT ... SELECT generate_series``;
-- a business transaction (one row in a business table) alone and with one ``gateway.enqueue``:
-  the difference is what one enqueue adds to a caller's transaction.
+- a business transaction (one row in a business table) alone, with one ``gateway.enqueue``, and
+  with a second business row: the differences are what one enqueue adds to a caller's
+  transaction, and what any one more statement adds (the round trip: the floor of the first).
 
 Every row is checked: each acknowledged insert stored once, each job COMPLETED after one attempt.
 """
@@ -147,10 +148,12 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
     return Sample(jobs / seconds)
 
 
-def business_transactions(url: str, seconds: float, *, with_enqueue: bool) -> float:
-    """Milliseconds per business transaction (one business row), with or without one enqueue.
+def business_transactions(url: str, seconds: float, *, added: str) -> float:
+    """Milliseconds per business transaction (one business row), with ``added`` in it too:
+    ``"nothing"``, ``"enqueue"`` (one ``gateway.enqueue``), or ``"row"`` (a second business row:
+    the least any one more statement adds, the floor of what an enqueue can add).
 
-    Both through SQLAlchemy, as an application writes them, so the difference is the enqueue.
+    All through SQLAlchemy, as an application writes them, so the differences are the additions.
     """
     engine = create_engine(url)
     try:
@@ -165,14 +168,18 @@ def business_transactions(url: str, seconds: float, *, with_enqueue: bool) -> fl
         while time.perf_counter() < deadline:
             with engine.begin() as conn:
                 conn.execute(insert, {"note": "order"})
-                if with_enqueue:
+                if added == "enqueue":
                     gateway.enqueue(conn, "bench.noop", {"i": done}, job_id=f"{prefix}-{done}")
+                elif added == "row":
+                    conn.execute(insert, {"note": "order line"})
             done += 1
         elapsed = time.perf_counter() - started
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM outbox_jobs")).scalar_one()
-        if stored != (done if with_enqueue else 0):
-            raise drains.DrainFailed(f"{done} business transactions, {stored} jobs stored")
+            rows = conn.execute(sa.text("SELECT count(*) FROM bench_business")).scalar_one()
+        expected = (done if added == "enqueue" else 0, done * (2 if added == "row" else 1))
+        if (stored, rows) != expected:
+            raise drains.DrainFailed(f"{done} business transactions: {stored} jobs, {rows} rows")
         return elapsed * 1000 / done
     finally:
         engine.dispose()

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from outbox.errors import InvalidJobError
 
@@ -34,9 +34,12 @@ class EnqueueLimits:
     max_headers_bytes: int = 16_384
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """One validated job, its payload and headers already encoded as JSON text."""
+class NewJob(NamedTuple):
+    """One validated job, its payload and headers already encoded as JSON text.
+
+    A named tuple: ``enqueue_many`` builds one per job, and a frozen dataclass's ``__init__``
+    (a call per field) was a fifth of validating one.
+    """
 
     job_id: str
     type: str

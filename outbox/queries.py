@@ -107,7 +107,8 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob], *, notify: bool = 
         return [
             row[0] for row in conn.execute(_INSERT_ONE_NOTIFY if notify else _INSERT_ONE, values)
         ]
-    params = {"rows": _rows_json(new_jobs), "channel": NOTIFY_CHANNEL}
+    scalars, bodies = _rows_json(new_jobs)
+    params = {"scalars": scalars, "bodies": bodies, "channel": NOTIFY_CHANNEL}
     statement = _INSERT_NOTIFY if notify else _INSERT
     return [row[0] for row in conn.execute(statement, params)]
 
@@ -115,33 +116,33 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob], *, notify: bool = 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def _rows_json(new_jobs: Sequence[NewJob]) -> str:
-    """The jobs as one JSON array of row objects (payload and headers are JSON already).
+def _rows_json(new_jobs: Sequence[NewJob]) -> tuple[str, str]:
+    """The jobs as two JSON arrays, one element per job: its plain columns, and its payload and
+    headers (JSON already, so joined as they are).
 
-    One text parameter that PostgreSQL parses, rather than nine arrays psycopg quotes element by
-    element: enqueue_many spent more time in that quoting than in the insert.
+    One text parameter each that PostgreSQL parses, rather than nine arrays psycopg quotes
+    element by element; the plain columns of all jobs in one call of the C encoder, rather than
+    a call per value.
     """
-    string = _JSON.encode
-    rows = (
-        f'{{"job_id":{string(j.job_id)},"type":{string(j.type)},"payload":{j.payload_json},'
-        f'"key":{string(j.key)},"topic":{string(j.topic)},"priority":{j.priority},'
-        f'"run_at":{string(None if j.run_at is None else j.run_at.isoformat())},'
-        f'"max_attempts":{string(j.max_attempts)},"headers":{j.headers_json}}}'
-        for j in new_jobs
-    )
-    return "[" + ",".join(rows) + "]"
+    scalars = _JSON.encode(
+        [
+            (j.job_id, j.type, j.key, j.topic, j.priority,
+             None if j.run_at is None else j.run_at.isoformat(), j.max_attempts)
+            for j in new_jobs
+        ]
+    )  # fmt: skip
+    bodies = "[" + ",".join([f"[{j.payload_json},{j.headers_json}]" for j in new_jobs]) + "]"
+    return scalars, bodies
 
 
-# jsonb_to_recordset reads a JSON null as SQL NULL: the coalesce gives a null payload back.
+# Element n of each array is job n; ROWS FROM pairs them up in order.
 _INSERT_SQL = """
 INSERT INTO outbox_jobs (job_id, type, payload, key, topic, priority, run_at, max_attempts, headers)
-SELECT r.job_id, r.type, coalesce(r.payload, 'null'::jsonb), r.key, r.topic, r.priority,
-       coalesce(r.run_at, now()), r.max_attempts, r.headers
-FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS (job_id text, type text, payload jsonb, key text, topic text,
-                    priority smallint, run_at timestamptz, max_attempts int, headers jsonb))
-     WITH ORDINALITY AS r(job_id, type, payload, key, topic, priority, run_at, max_attempts,
-                          headers, n)
+SELECT s->>0, s->>1, b->0, s->>2, s->>3, CAST(s->>4 AS smallint),
+       coalesce(CAST(s->>5 AS timestamptz), now()), CAST(s->>6 AS int), b->1
+FROM ROWS FROM (jsonb_array_elements(CAST(:scalars AS jsonb)),
+                jsonb_array_elements(CAST(:bodies AS jsonb)))
+     WITH ORDINALITY AS r(s, b, n)
 ORDER BY r.n
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
