@@ -112,7 +112,8 @@ def measure_inserts(url: str, load: closed_loop.Load, size: int, prefix: str) ->
     return Sample(sample.jobs_per_second)
 
 
-def _claim_loop(url: str, batch: int, done: list[int], failures: list[BaseException]) -> None:
+def claim_loop(url: str, batch: int, done: list[int], failures: list[BaseException]) -> None:
+    """Claim ``batch`` and complete them, each its own transaction, until none is left."""
     try:
         with connect(url) as conn:
             while ids := [row[0] for row in conn.execute(CLAIM, (batch,)).fetchall()]:
@@ -128,7 +129,7 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
     databases.settle(url)
     done: list[int] = []
     failures: list[BaseException] = []
-    threads = [threading.Thread(target=_claim_loop, args=(url, batch, done, failures))
+    threads = [threading.Thread(target=claim_loop, args=(url, batch, done, failures))
                for _ in range(connections)]  # fmt: skip
     started = time.perf_counter()
     for thread in threads:

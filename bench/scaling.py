@@ -4,7 +4,9 @@ more worker processes.
 Finished rows: one ``INSERT ... SELECT generate_series`` of COMPLETED rows (the state the
 partial indexes must keep out of the hot path), then a backlog of PENDING jobs; claim latency
 is each ``queries.claim_batch`` round trip (batch 100, committed, then completed), p50/p99 over
-the drain; worker throughput is ``build_worker`` draining a second backlog beside them.
+the drain; worker throughput is ``build_worker`` draining a second backlog beside them, and the
+raw claim+complete loop (B=100, one connection) a third: the drain's reference, on a table and
+indexes of the same size.
 
 Worker processes: N spawned processes, each ``build_worker`` on the table source with a no-op
 handler; they start, report ready, and begin on one signal; the clock runs from that signal
@@ -44,6 +46,10 @@ def drain_name(finished: int) -> str:
     return f"worker, table, {finished:,} finished rows"
 
 
+def raw_name(finished: int) -> str:
+    return f"raw claim+complete, B={CLAIM_BATCH}, 1 conn, {finished:,} finished rows"
+
+
 def processes_name(n: int) -> str:
     return f"worker, table, {n} process{'es' if n > 1 else ''}"
 
@@ -54,8 +60,11 @@ def rows(finished_rows: tuple[int, ...], processes: tuple[int, ...], jobs: int,
     out = [Row(claim_name(f), "ms", raw=(smallest,),
                notes=f"B={CLAIM_BATCH}, {jobs:,} pending; vs the {finished_rows[0]:,} row")
            for f in finished_rows]  # fmt: skip
-    out += [Row(drain_name(f), "jobs/s", raw=drain_raw, peer_kind="drain",
-                notes=f"jobs: {jobs:,}, C={concurrency}") for f in finished_rows]  # fmt: skip
+    out += [Row(raw_name(f), "rows/s", raw=(raw_name(f),), notes=f"jobs: {jobs:,}")
+            for f in finished_rows]  # fmt: skip
+    out += [Row(drain_name(f), "jobs/s", raw=(raw_name(f),), peer_kind="drain",
+                notes=f"jobs: {jobs:,}, C={concurrency}; vs raw beside as many")
+            for f in finished_rows]  # fmt: skip
     out += [Row(processes_name(n), "jobs/s", raw=drain_raw, peer_kind="drain",
                 notes=f"jobs: {jobs:,}, C={concurrency} each") for n in processes]  # fmt: skip
     return out
@@ -105,7 +114,8 @@ class FinishedRowsDatabases:
 
 
 def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) -> dict[str, Sample]:
-    """Claim latency, then a worker drain, of ``jobs`` each beside the finished rows at ``url``."""
+    """Claim latency, a worker drain, and the raw claim+complete loop (the drain's reference, at
+    the same size of table and indexes), of ``jobs`` each beside the finished rows at ``url``."""
     run = uuid.uuid4().hex[:8]
     engine = create_engine(url)
     try:
@@ -120,8 +130,9 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
         setup = drains.Setup(admin_url=url, jobs=jobs, concurrency=concurrency)
         settings = worker_bench.worker_settings(setup, url, "none")
         drained = worker_bench.drain_outbox_worker(engine, settings, jobs)
+        raw_seconds = raw_drain(url, jobs)
         # Every row, finished before or now, COMPLETED after exactly one attempt.
-        worker_bench.verify_outbox(engine, before + 2 * jobs, None)
+        worker_bench.verify_outbox(engine, before + 3 * jobs, None)
     finally:
         engine.dispose()
     if drained.handler_calls != jobs:
@@ -129,7 +140,24 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
     return {
         claim_name(finished): Sample(p50, p50, p99),
         drain_name(finished): Sample(jobs / drained.seconds),
+        raw_name(finished): Sample(jobs / raw_seconds),
     }
+
+
+def raw_drain(url: str, jobs: int) -> float:
+    """Seconds the raw claim+complete loop (B=100, one connection) takes to drain ``jobs``."""
+    raw_limits.fill(url, jobs, prefix=f"raw-{uuid.uuid4().hex[:8]}-")
+    databases.settle(url)
+    done: list[int] = []
+    failures: list[BaseException] = []
+    started = time.perf_counter()
+    raw_limits.claim_loop(url, CLAIM_BATCH, done, failures)
+    seconds = time.perf_counter() - started
+    if failures:
+        raise failures[0]
+    if sum(done) != jobs:
+        raise drains.DrainFailed(f"raw claim+complete finished {sum(done)} of {jobs}")
+    return seconds
 
 
 def _process(url: str, concurrency: int, ready: Event, go: Event, stop: Event) -> None:
