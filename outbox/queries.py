@@ -936,14 +936,7 @@ def count_backlog(conn: Connection, job_type: str, *, limit: int) -> int:
     The cap keeps the cost bounded: the gateway only needs to know whether a bound is passed,
     and counting a backlog of millions on every check would itself become the overload.
     """
-    capped = (
-        sa.select(sa.literal(1))
-        .select_from(jobs)
-        .where(jobs.c.type == job_type, _in(BACKLOG_STATES))
-        .limit(limit)
-        .subquery()
-    )
-    return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
+    return _count_backlog_capped(conn, [jobs.c.type == job_type], limit)
 
 
 def count_runnable(
@@ -955,15 +948,25 @@ def count_runnable(
     ``outbox_worker_backlog_per_capacity`` gauge divide it by the worker's slots. Unlike
     :func:`count_backlog`, jobs scheduled for later do not count: no thread could run them yet.
     """
-    t = _now(now)
-    capped = (
-        sa.select(sa.literal(1))
-        .select_from(jobs)
-        .where(jobs.c.type.in_(list(types)), _in(BACKLOG_STATES), jobs.c.run_at <= t)
-        .limit(limit)
-        .subquery()
-    )
-    return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
+    conditions = [jobs.c.type.in_(list(types)), jobs.c.run_at <= _now(now)]
+    return _count_backlog_capped(conn, conditions, limit)
+
+
+def _count_backlog_capped(
+    conn: Connection, conditions: Sequence[sa.ColumnElement[bool]], limit: int
+) -> int:
+    """Count PENDING and PUBLISHED rows meeting ``conditions``, up to ``limit``.
+
+    One capped count per state, added: each state alone is a partial index's predicate, where
+    ``status IN (both)`` matched no index and read the whole table, finished rows included.
+    """
+
+    def capped(state: JobStatus) -> sa.ScalarSelect[int]:
+        rows = sa.select(sa.literal(1)).where(jobs.c.status == state, *conditions).limit(limit)
+        return sa.select(sa.func.count()).select_from(rows.subquery()).scalar_subquery()
+
+    total = sa.func.least(capped(S.PENDING) + capped(S.PUBLISHED), limit)
+    return int(conn.execute(sa.select(total)).scalar_one())
 
 
 def record_audit(

@@ -82,6 +82,12 @@ sa.Index(
     postgresql_where=_in_states({JobStatus.PENDING}),
 )
 sa.Index("ix_outbox_jobs_relayable", jobs.c.id, postgresql_where=_in_states({JobStatus.PENDING}))
+sa.Index(
+    "ix_outbox_jobs_published",
+    jobs.c.type,
+    jobs.c.run_at,
+    postgresql_where=_in_states({JobStatus.PUBLISHED}),
+)
 sa.Index("ix_outbox_jobs_retry_due", jobs.c.run_at, postgresql_where=_in_states({JobStatus.FAILED}))
 sa.Index(
     "ix_outbox_jobs_lease_expiry",

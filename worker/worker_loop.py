@@ -211,7 +211,8 @@ class Worker:
             self._wake.wait(self._wait_seconds())
 
     def run_once(self) -> ClaimRound:
-        """Claim what free capacity allows, in one transaction, and start each job.
+        """Claim what free capacity allows (with short handlers, also the next round's worth:
+        :mod:`worker.claim_pace`), in one transaction, and start each job.
 
         With no free capacity the source is still asked (for nothing): a broker source commits
         what is done and keeps its consumer alive meanwhile.
