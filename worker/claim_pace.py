@@ -28,7 +28,7 @@ class ClaimPace:
         self._run_seconds: float | None = None
 
     def claimed(self, seconds: float) -> None:
-        """A claim that took jobs took ``seconds`` (one that found none says nothing of it)."""
+        """A full claim took ``seconds`` (one that came back short may have waited for work)."""
         with self._lock:
             self._claim_seconds = _moved(self._claim_seconds, seconds)
 
