@@ -75,6 +75,12 @@ def start_worker(engine: Engine) -> Iterator[StartWorker]:
         assert not thread.is_alive(), "a worker did not stop"
 
 
+def went_round(worker: Worker) -> Callable[[], bool]:
+    """True once the claim loop has started another round after this call."""
+    since = worker.last_loop
+    return lambda: worker.last_loop > since
+
+
 class Runs:
     """Every handler call, as (job_id, attempt), from any thread."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 
 import sqlalchemy as sa
@@ -18,7 +17,7 @@ from outbox.job_record import Lease
 from outbox.schema import jobs
 from outbox.states import JobStatus
 from tests.waiting import wait_until
-from tests.worker.conftest import FAST, Runs, StartWorker, enqueue
+from tests.worker.conftest import FAST, Runs, StartWorker, enqueue, went_round
 from worker import HandlerRegistry, Job, Worker
 from worker.running import RunningJob, RunningJobs
 
@@ -30,11 +29,6 @@ def statuses(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
         return {row[0]: row[1] for row in conn.execute(query)}
-
-
-def went_round(worker: Worker) -> Callable[[], bool]:
-    since = worker.last_loop
-    return lambda: worker.last_loop > since
 
 
 class Gates:

@@ -8,7 +8,6 @@ no more than that while the writes cannot finish; released, every job completes 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 
 import sqlalchemy as sa
@@ -17,8 +16,8 @@ from sqlalchemy.engine import Engine
 from outbox.schema import jobs
 from outbox.states import JobStatus
 from tests.waiting import wait_until
-from tests.worker.conftest import FAST, Runs, StartWorker, enqueue
-from worker import HandlerRegistry, Job, Worker
+from tests.worker.conftest import FAST, Runs, StartWorker, enqueue, went_round
+from worker import HandlerRegistry, Job
 
 S = JobStatus
 
@@ -27,12 +26,6 @@ def count(engine: Engine, status: JobStatus) -> int:
     with engine.connect() as conn:
         query = sa.select(sa.func.count()).where(jobs.c.status == status)
         return int(conn.execute(query).scalar_one())
-
-
-def went_round(worker: Worker) -> Callable[[], bool]:
-    """True once the claim loop has started another round after this call."""
-    since = worker.last_loop
-    return lambda: worker.last_loop > since
 
 
 def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurrency_in_hand(
