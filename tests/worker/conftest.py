@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 import gateway
 from outbox.backoff import BackoffPolicy
 from outbox.job_record import JobRecord
+from outbox.schema import jobs
 from outbox.states import JobStatus
 from relay.publisher import Publisher
 from relay.relay_loop import Relay
@@ -73,6 +75,15 @@ def start_worker(engine: Engine) -> Iterator[StartWorker]:
     for _, thread in started:
         thread.join(20)
         assert not thread.is_alive(), "a worker did not stop"
+
+
+def count(engine: Engine, status: JobStatus, type: str | None = None) -> int:
+    """Jobs in ``status`` (of ``type``, when given)."""
+    query = sa.select(sa.func.count()).where(jobs.c.status == status)
+    if type is not None:
+        query = query.where(jobs.c.type == type)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def went_round(worker: Worker) -> Callable[[], bool]:

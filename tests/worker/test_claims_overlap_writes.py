@@ -16,16 +16,10 @@ from sqlalchemy.engine import Engine
 from outbox.schema import jobs
 from outbox.states import JobStatus
 from tests.waiting import wait_until
-from tests.worker.conftest import FAST, Runs, StartWorker, enqueue, went_round
+from tests.worker.conftest import FAST, Runs, StartWorker, count, enqueue, went_round
 from worker import HandlerRegistry, Job
 
 S = JobStatus
-
-
-def count(engine: Engine, status: JobStatus) -> int:
-    with engine.connect() as conn:
-        query = sa.select(sa.func.count()).where(jobs.c.status == status)
-        return int(conn.execute(query).scalar_one())
 
 
 def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurrency_in_hand(

@@ -17,7 +17,15 @@ from outbox import queries
 from outbox.schema import jobs
 from outbox.states import JobStatus
 from tests.waiting import wait_until
-from tests.worker.conftest import FAST, FakeClock, StartWorker, enqueue, job, wait_for_status
+from tests.worker.conftest import (
+    FAST,
+    FakeClock,
+    StartWorker,
+    count,
+    enqueue,
+    job,
+    wait_for_status,
+)
 from worker import HandlerRegistry, Job
 
 S = JobStatus
@@ -39,14 +47,6 @@ class Gauge:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self.now -= 1
-
-
-def count(engine: Engine, status: JobStatus, type: str | None = None) -> int:
-    query = sa.select(sa.func.count()).where(jobs.c.status == status)
-    if type is not None:
-        query = query.where(jobs.c.type == type)
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
 
 
 def test_per_type_concurrency_limit_holds_while_other_types_keep_running(
