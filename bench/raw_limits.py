@@ -11,9 +11,10 @@ the migrated template:
   commits its claim before it runs handlers), from one or several connections (threads; psycopg
   releases the GIL while it waits on the server), draining a backlog filled by one
   ``INSERT ... SELECT generate_series``;
-- a business transaction (one row in a business table) alone, with one ``gateway.enqueue``, and
-  with a second business row: the differences are what one enqueue adds to a caller's
-  transaction, and what any one more statement adds (the round trip: the floor of the first).
+- a business transaction (one row in a business table) alone, with one ``gateway.enqueue``, with
+  a second business row, and with one raw insert into the outbox table, taking turns in short
+  blocks: the differences are what one enqueue adds to a caller's transaction, what any one more
+  statement adds (the round trip), and what the job row itself adds (the floor of an enqueue).
 
 Every row is checked: each acknowledged insert stored once, each job COMPLETED after one attempt.
 """
@@ -21,6 +22,7 @@ Every row is checked: each acknowledged insert stored once, each job COMPLETED a
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 import uuid
@@ -149,12 +151,22 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
     return Sample(jobs / seconds)
 
 
-def business_transactions(url: str, seconds: float, *, added: str) -> float:
-    """Milliseconds per business transaction (one business row), with ``added`` in it too:
-    ``"nothing"``, ``"enqueue"`` (one ``gateway.enqueue``), or ``"row"`` (a second business row:
-    the least any one more statement adds, the floor of what an enqueue can add).
+ADDITIONS = ("nothing", "enqueue", "row", "outbox row")
+"""What a business transaction (one business row) carries besides: nothing, one
+``gateway.enqueue``, a second business row (the least any one more statement adds), or one raw
+insert into the outbox table (psycopg, a prepared statement: the least a job row costs)."""
 
-    All through SQLAlchemy, as an application writes them, so the differences are the additions.
+
+def added_to_business_transactions(
+    url: str, seconds: float, *, block: int = 25
+) -> dict[str, float]:
+    """Milliseconds that each of :data:`ADDITIONS` adds to a business transaction.
+
+    The kinds of :data:`ADDITIONS` take turns in blocks of ``block`` transactions for
+    ``seconds`` in all; each figure is the median over the turns of its block's time per
+    transaction minus that of the block with nothing added, in the same turn. Measured one kind
+    after the other instead, 5 s each, a machine slowing down midway once made the floor
+    negative. All through SQLAlchemy, as an application writes them.
     """
     engine = create_engine(url)
     try:
@@ -163,25 +175,40 @@ def business_transactions(url: str, seconds: float, *, added: str) -> float:
             conn.execute(sa.text("TRUNCATE bench_business, outbox_jobs"))
         prefix = uuid.uuid4().hex[:8]
         insert = sa.text("INSERT INTO bench_business (note) VALUES (:note)")
-        done = 0
+        enqueued = 0
+        added: dict[str, list[float]] = {kind: [] for kind in ADDITIONS[1:]}
         deadline = time.perf_counter() + seconds
-        started = time.perf_counter()
+        turns = 0
         while time.perf_counter() < deadline:
-            with engine.begin() as conn:
-                conn.execute(insert, {"note": "order"})
-                if added == "enqueue":
-                    gateway.enqueue(conn, "bench.noop", {"i": done}, job_id=f"{prefix}-{done}")
-                elif added == "row":
-                    conn.execute(insert, {"note": "order line"})
-            done += 1
-        elapsed = time.perf_counter() - started
+            per_transaction = {}
+            for kind in ADDITIONS:
+                started = time.perf_counter()
+                for _ in range(block):
+                    with engine.begin() as conn:
+                        conn.execute(insert, {"note": "order"})
+                        if kind == "enqueue":
+                            job_id = f"{prefix}-{enqueued}"
+                            gateway.enqueue(conn, "bench.noop", {"i": enqueued}, job_id=job_id)
+                            enqueued += 1
+                        elif kind == "row":
+                            conn.execute(insert, {"note": "order line"})
+                        elif kind == "outbox row":
+                            job_id = f"{prefix}-{enqueued}"
+                            conn.exec_driver_sql(INSERT_ONE, (job_id, '{"i": 0}', job_id))
+                            enqueued += 1
+                per_transaction[kind] = (time.perf_counter() - started) * 1000 / block
+            for kind, costs in added.items():
+                costs.append(per_transaction[kind] - per_transaction["nothing"])
+            turns += 1
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM outbox_jobs")).scalar_one()
             rows = conn.execute(sa.text("SELECT count(*) FROM bench_business")).scalar_one()
-        expected = (done if added == "enqueue" else 0, done * (2 if added == "row" else 1))
-        if (stored, rows) != expected:
-            raise drains.DrainFailed(f"{done} business transactions: {stored} jobs, {rows} rows")
-        return elapsed * 1000 / done
+        if (stored, rows) != (enqueued, turns * block * (len(ADDITIONS) + 1)):
+            raise drains.DrainFailed(
+                f"{turns} turns of {block} business transactions of each kind: "
+                f"{stored} jobs, {rows} rows"
+            )
+        return {kind: statistics.median(costs) for kind, costs in added.items()}
     finally:
         engine.dispose()
 
