@@ -4,7 +4,7 @@ The *busy* ones, whose handler has not returned, are the worker's used capacity 
 handlers, some are claimed ahead and wait for a thread: :mod:`worker.claim_pace`): a thread freed
 takes the next job while the outcome writer still writes the last ones, so claiming and writing
 overlap instead of taking turns. The jobs in hand stay bounded all the same (the loop claims no
-more than three times its concurrency in hand). A job is *settled* once: by its handler's return,
+more than twice its concurrency in hand). A job is *settled* once: by its handler's return,
 by the timeout watchdog, or by shutdown giving it back, whichever comes first; the others find
 it settled and drop what they had (the lease token would fence them anyway).
 """

@@ -1,6 +1,6 @@
 """Claiming ahead: with handlers short next to a claim's round trip, a worker whose threads are
 all busy claims the next round's jobs anyway (they wait for a thread), never past twice its
-concurrency busy; with slow handlers it claims nothing its threads will not reach soon; and
+concurrency in hand; with slow handlers it claims nothing its threads will not reach soon; and
 at shutdown a job still waiting for a thread is given back without running."""
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def test_short_handlers_the_next_round_is_claimed_while_every_thread_is_busy(
     worker, runs, gates = start_paced(engine, start_worker, run_seconds=0.0)
     hold_both_threads_then_offer(engine, gates, quick_jobs=6)
 
-    # Two gates running and two quick jobs claimed ahead, waiting for a thread: busy, twice the
-    # concurrency, and no more however often the loop goes round.
+    # Two gates running and two quick jobs claimed ahead, waiting for a thread: in hand, twice
+    # the concurrency, and no more however often the loop goes round.
     assert wait_until(lambda: statuses(engine).get(S.PROCESSING) == 4, timeout=10)
     for _ in range(3):
         assert wait_until(went_round(worker), timeout=10)
