@@ -116,7 +116,7 @@ def rows(s: Sizes) -> list[Row]:
             JOB_ROW_COST,
             "ms",
             raw=(JOB_ROW_COST,),
-            notes="the job's row alone: psycopg, a prepared statement, no checks, no NOTIFY",
+            notes="the job's row alone, straight to the driver: no checks, no NOTIFY",
         ),
         Row(
             ENQUEUE_COST,

@@ -154,7 +154,7 @@ def measure_claims(url: str, jobs: int, batch: int, connections: int) -> Sample:
 ADDITIONS = ("nothing", "enqueue", "row", "outbox row")
 """What a business transaction (one business row) carries besides: nothing, one
 ``gateway.enqueue``, a second business row (the least any one more statement adds), or one raw
-insert into the outbox table (psycopg, a prepared statement: the least a job row costs)."""
+insert into the outbox table (straight to the driver: the least a job row costs)."""
 
 
 def added_to_business_transactions(
