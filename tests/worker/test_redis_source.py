@@ -163,6 +163,18 @@ def _pending_ids(client: redis.Redis, stream: str) -> list[str]:
     return [p["message_id"] for p in client.xpending_range(stream, GROUP, "-", "+", 10)]
 
 
+def read_by_a_consumer_that_died(
+    engine: Engine, client: redis.Redis, stream: str
+) -> tuple[str, str]:
+    """Enqueue a "ship" job; a consumer reads its entry and dies before claiming, so the entry
+    sits in that consumer's pending list. Returns the job_id and the entry id."""
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    job_id = enqueue(engine, "ship")
+    wait_for_status(engine, job_id, S.PUBLISHED)
+    [[_, [(entry_id, _)]]] = client.xreadgroup(GROUP, "dead", {stream: ">"}, count=10)
+    return job_id, entry_id
+
+
 def test_an_entry_read_by_a_consumer_that_died_is_taken_over_and_completes_once(
     engine: Engine, relay: None, start_redis_worker: StartRedisWorker,
     redis_client: redis.Redis, stream: str,
@@ -170,11 +182,7 @@ def test_an_entry_read_by_a_consumer_that_died_is_taken_over_and_completes_once(
     registry = HandlerRegistry()
     runs = Runs()
     registry.handler("ship")(runs.record)
-    redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    job_id = enqueue(engine, "ship")
-    wait_for_status(engine, job_id, S.PUBLISHED)
-    # A consumer reads the entry and dies before claiming: the entry sits in its pending list.
-    [[_, [_entry]]] = redis_client.xreadgroup(GROUP, "dead", {stream: ">"}, count=10)
+    job_id, _ = read_by_a_consumer_that_died(engine, redis_client, stream)
 
     start_redis_worker(registry, min_idle=0.3)
 
@@ -198,10 +206,7 @@ def test_an_entry_deleted_from_the_stream_while_pending_is_acked_and_runs_nothin
     registry = HandlerRegistry()
     runs = Runs()
     registry.handler("ship")(runs.record)
-    redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    job_id = enqueue(engine, "ship")
-    wait_for_status(engine, job_id, S.PUBLISHED)
-    [[_, [(entry_id, _)]]] = redis_client.xreadgroup(GROUP, "dead", {stream: ">"}, count=10)
+    _, entry_id = read_by_a_consumer_that_died(engine, redis_client, stream)
     redis_client.xdel(stream, entry_id)  # trimmed before anyone ran its job
     assert pending(redis_client, stream) == 1
 
