@@ -12,9 +12,10 @@ import collections
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from outbox.batch_histogram import BatchHistogram
 
 # A handler run spans a millisecond (a cache write) to minutes (a report); timeouts cap it.
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -54,14 +55,14 @@ class WorkerMetrics:
             ["type", "outcome"],
             registry=self.registry,
         )
-        self.job_duration = Histogram(
+        self.job_duration = BatchHistogram(
             "outbox_worker_job_duration_seconds",
             "Handler run time of attempts whose outcome was committed (to the timeout, if hit).",
             ["type"],
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
-        self.publish_to_finish = Histogram(
+        self.publish_to_finish = BatchHistogram(
             "outbox_worker_publish_to_finish_seconds",
             "From the job's published_at (else its created_at) to the commit of COMPLETED or DEAD.",
             buckets=_LATENCY_BUCKETS,
@@ -98,21 +99,23 @@ class WorkerMetrics:
     ) -> None:
         """Count a batch of committed outcomes; call it after the commit, never before.
 
-        One counter increment per (type, outcome) and one label lookup per type, not per job:
-        per job, the lookups cost the outcome writer more than its statement.
+        Per batch, not per job: one counter increment per (type, outcome), one histogram update
+        per type; per job, the lookups and locks cost the outcome writer more than its statement.
         """
         # The worker's clock minus the database's, as the relay's commit-to-publish.
         end = committed_at or datetime.now(UTC)
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        durations: dict[str, Any] = {}
+        counts: collections.Counter[tuple[str, JobOutcome]] = collections.Counter()
+        durations: dict[str, list[float]] = collections.defaultdict(list)
+        finished_since: list[datetime] = []
         for job_type, outcome, run_seconds, since in outcomes:
-            counts[job_type, outcome.value] += 1
+            counts[job_type, outcome] += 1
             if run_seconds is not None:
-                duration = durations.get(job_type)
-                if duration is None:
-                    duration = durations[job_type] = self.job_duration.labels(job_type)
-                duration.observe(max(0.0, run_seconds))
-            if outcome in FINISHED and since is not None:
-                self.publish_to_finish.observe(max(0.0, (end - since).total_seconds()))
-        for (job_type, outcome_value), count in counts.items():
-            self.jobs.labels(job_type, outcome_value).inc(count)
+                durations[job_type].append(run_seconds)
+            if since is not None and outcome in FINISHED:
+                finished_since.append(since)
+        for job_type, seconds in durations.items():
+            self.job_duration.observe_all(seconds, (job_type,))
+        if finished_since:
+            self.publish_to_finish.observe_all([(end - s).total_seconds() for s in finished_since])
+        for (job_type, outcome), count in counts.items():
+            self.jobs.labels(job_type, outcome.value).inc(count)

@@ -20,6 +20,7 @@ import gateway.metrics
 import relay.metrics
 import worker.metrics
 from gateway.metrics import REJECTION_REASONS, GatewayMetrics
+from outbox.batch_histogram import BatchHistogram
 from relay.metrics import RelayMetrics
 from worker.metrics import JobOutcome, WorkerMetrics
 
@@ -79,10 +80,16 @@ def registry_families() -> dict[str, str]:
     return families
 
 
-def _wrappers(owner: object) -> Iterator[MetricWrapperBase]:
+def _wrappers(owner: object) -> Iterator[MetricWrapperBase | BatchHistogram]:
     for value in vars(owner).values():
-        if isinstance(value, MetricWrapperBase):
+        if isinstance(value, MetricWrapperBase | BatchHistogram):
             yield value
+
+
+def _labels(wrapper: MetricWrapperBase | BatchHistogram) -> tuple[str, ...]:
+    if isinstance(wrapper, BatchHistogram):
+        return wrapper.labelnames
+    return tuple(wrapper._labelnames)
 
 
 def catalogue() -> dict[str, Metric]:
@@ -98,7 +105,7 @@ def catalogue() -> dict[str, Metric]:
         for wrapper in _wrappers(owner):
             family = wrapper.describe()[0]
             name = exposed_name(family.name, family.type)
-            labels = tuple(wrapper._labelnames)
+            labels = _labels(wrapper)
             metrics[name] = Metric(name, family.type, labels, family.documentation)
     return metrics
 
@@ -119,6 +126,9 @@ def series_owner(series: str) -> str:
     raise KeyError(series)
 
 
+CONSTRUCTORS = {"Counter", "Gauge", "Histogram", "BatchHistogram", "Summary", "Info", "Enum"}
+
+
 def declared_names() -> dict[str, str]:
     """Name to constructor (``Counter``, ``Gauge``...), as written in the metrics modules' code."""
     declared: dict[str, str] = {}
@@ -126,8 +136,8 @@ def declared_names() -> dict[str, str]:
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
-            if node.func.id in {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}:
+            if node.func.id in CONSTRUCTORS:
                 first = node.args[0] if node.args else None
                 assert isinstance(first, ast.Constant), f"{module.__name__}: a non-literal name"
-                declared[str(first.value)] = node.func.id
+                declared[str(first.value)] = node.func.id.removeprefix("Batch")
     return declared
