@@ -47,7 +47,8 @@ class JobFields:
         self._fields = fields
 
     def __enter__(self) -> None:
-        self._token = _job_fields.set({**_job_fields.get(), **self._fields})
+        outer = _job_fields.get()  # in a handler's thread: none, so nothing to merge
+        self._token = _job_fields.set({**outer, **self._fields} if outer else self._fields)
 
     def __exit__(self, *exc_info: object) -> None:
         _job_fields.reset(self._token)

@@ -66,18 +66,33 @@ def incoming_context(headers: Mapping[str, str]) -> Iterator[None]:
 _NO_SPAN: AbstractContextManager[object] = nullcontext()
 
 
+def recording() -> bool:
+    """True once a tracer provider is configured: spans would record.
+
+    Asking costs an environment lookup while none is (OpenTelemetry checks for a provider named
+    there): the worker asks once per claim round and hands the answer to :func:`job_span`.
+    """
+    return ENABLED and not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
+
+
 def job_span(
-    job_type: str, job_id: str, attempt: int, headers: Callable[[], Mapping[str, str]]
+    job_type: str,
+    job_id: str,
+    attempt: int,
+    headers: Callable[[], Mapping[str, str]],
+    *,
+    traced: bool,
 ) -> AbstractContextManager[object]:
     """The worker's span around one handler call, a child of the context the job carries.
 
-    ``headers`` gives the job's headers, read only when a span records (a claimed job decodes
-    them on first read). Without a tracer provider, no span would record: a shared no-op context
-    skips a no-op span's cost on every job.
+    ``traced`` is :func:`recording` as the claim round that took the job found it: without a
+    tracer provider no span would record, and a shared no-op context skips a no-op span's cost
+    on every job. ``headers`` gives the job's headers, read only when a span records (a claimed
+    job decodes them on first read).
 
     An exception from the handler passes through, recorded on the span as an error.
     """
-    if not ENABLED or isinstance(trace.get_tracer_provider(), _NO_PROVIDER):
+    if not traced:
         return _NO_SPAN
     attributes: dict[str, Any] = {
         "messaging.message.id": job_id,

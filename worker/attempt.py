@@ -51,12 +51,12 @@ class Snoozed:
 Outcome = Completed | Failed | Snoozed
 
 
-def run_attempt(spec: HandlerSpec, job: Job) -> Outcome:
-    """Call the handler once and classify how it ended."""
+def run_attempt(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome:
+    """Call the handler once and classify how it ended; ``traced``: :func:`tracing.recording`."""
     try:
         with (
             JobFields(job_id=job.job_id, type=job.type, attempt=job.attempt),
-            tracing.job_span(job.type, job.job_id, job.attempt, lambda: job.headers),
+            tracing.job_span(job.type, job.job_id, job.attempt, lambda: job.headers, traced=traced),
         ):
             result = spec.func(job)
     except Retry as exc:

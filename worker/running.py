@@ -32,6 +32,7 @@ class RunningJob:
     spec: HandlerSpec
     lease: Lease
     since: datetime | None = None  # published_at, else created_at (the metrics' latency start)
+    traced: bool = False  # a tracer provider was configured when the job was claimed
     started: float = field(default_factory=time.monotonic)  # dispatched, then: its handler began
     settled: bool = False  # an outcome was accepted for it
     written: bool = False  # that outcome is in the database: the lease is no longer ours
@@ -80,10 +81,26 @@ class RunningJobs:
 
     def returned(self, running: RunningJob) -> None:
         with self._changed:
-            running.returned = True
-            self._busy -= 1
-            self._free_if_done(running)
-            self._on_free()  # the thread is free for the next job
+            self._returned(running)
+
+    def finish(self, running: RunningJob, report: Callable[[], None]) -> bool:
+        """The handler returned: :meth:`settle` and :meth:`returned` under one hold of the lock
+        (every job passes here; the lock is shared by every thread of the worker)."""
+        with self._changed:
+            try:
+                if running.settled:
+                    return False
+                running.settled = True
+                report()
+                return True
+            finally:
+                self._returned(running)
+
+    def _returned(self, running: RunningJob) -> None:
+        running.returned = True
+        self._busy -= 1
+        self._free_if_done(running)
+        self._on_free()  # the thread is free for the next job
 
     def written(self, leases: Iterable[Lease]) -> None:
         """These jobs' outcomes are written (or given up on): their leases are no longer ours."""

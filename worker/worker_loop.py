@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.engine import Engine
 
-from outbox import queries
+from outbox import queries, tracing
 from outbox.backoff import BackoffPolicy
 from outbox.failpoints import failpoint
 from outbox.job_record import ClaimedJob, Lease
@@ -123,7 +123,7 @@ class Worker:
         self.idle = threading.Event()
         """Set while the worker waits with nothing in hand and nothing claimable in sight."""
         self._wake = threading.Event()  # a slot freed, a notification came, or stop
-        self._running = RunningJobs(on_free=self._wake.set)
+        self._running = RunningJobs(on_free=self._wake_loop)
         self._pace = ClaimPace()
         self._limiter = RateLimiter(self._policies.rate_limits)
         self._capacity = Capacity(
@@ -238,7 +238,8 @@ class Worker:
             failpoint("worker.after_claim")
         if budget > 0 and len(claimed.jobs) == budget:  # full: it did not wait for work to come
             self._pace.claimed(time.monotonic() - asked)
-        started = [r for r in map(self._prepare, claimed.jobs) if r is not None]
+        traced = tracing.recording()  # once per round: asking costs an environment lookup
+        started = [r for r in (self._prepare(c, traced) for c in claimed.jobs) if r is not None]
         self._running.add_all(started)  # before any thread can return one
         for running in started:
             self._start_job(running)
@@ -248,6 +249,13 @@ class Worker:
         """Count the due backlog, set its gauge, let the autoscaler resize; the concurrency now."""
         return self._capacity.sample()
 
+    def _wake_loop(self) -> None:
+        # Every job's return comes here; while the loop is busy the flag is already up, and
+        # setting an Event takes its lock. Skipping loses no wake-up: the caller changed what
+        # the loop reads before looking, and the loop clears the flag before it reads.
+        if not self._wake.is_set():
+            self._wake.set()
+
     def _wait_seconds(self) -> float:
         # A type held back by an empty bucket is worth a look as soon as a token is free.
         refills = [self._limiter.next_token_in(t) for t in self._limiter.type_limited]
@@ -255,7 +263,7 @@ class Worker:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def _prepare(self, claimed: ClaimedJob) -> RunningJob | None:
+    def _prepare(self, claimed: ClaimedJob, traced: bool) -> RunningJob | None:
         """The job to run; None when its outcome is decided here (no handler, rate limited)."""
         lease = Lease(claimed.id, claimed.lease_token)
         since = claimed.published_at or claimed.created_at
@@ -269,29 +277,32 @@ class Worker:
         if wait > 0:
             self._writer.put(_report(job, lease, Snoozed(timedelta(seconds=wait)), since))
             return None
-        return RunningJob(job, spec, lease, since)
+        return RunningJob(job, spec, lease, since, traced)
 
     def _start_job(self, running: RunningJob) -> None:
         self._capacity.executor.submit(partial(self._run_job, running))
 
     def _run_job(self, running: RunningJob) -> None:
+        finishing = False
         try:
             # A job claimed ahead waits for a thread; shutdown may have given it back meanwhile.
             if not self._running.start(running):
                 return
             if running.spec.timeout_seconds is not None:
                 self._watchdog.watch(running, running.spec.timeout_seconds)
-            outcome = run_attempt(running.spec, running.job)
+            outcome = run_attempt(running.spec, running.job, traced=running.traced)
             self._pace.ran(time.monotonic() - running.started)
             failpoint("worker.after_handler")
             report = _running_report(running, outcome)
-            if not self._running.settle(running, partial(self._writer.put, report)):
+            finishing = True  # finish counts the thread returned, whatever happens inside
+            if not self._running.finish(running, partial(self._writer.put, report)):
                 log.warning(
                     "handler returned after its timeout or shutdown; its outcome is discarded",
                     extra={"job_id": running.job.job_id, "type": running.job.type},
                 )
         finally:
-            self._running.returned(running)
+            if not finishing:
+                self._running.returned(running)
 
     def _on_timeout(self, running: RunningJob) -> None:
         seconds = running.spec.timeout_seconds or 0.0
