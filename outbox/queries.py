@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -347,9 +347,11 @@ def _holds_lease(lease: Lease) -> sa.ColumnElement[bool]:
 _RELEASED_LEASE: dict[str, Any] = {"locked_by": None, "locked_until": None, "lease_token": None}
 
 
-@dataclass(frozen=True)
-class Completion:
-    """A finished handler run: the lease it ran under and its optional JSON result."""
+class Completion(NamedTuple):
+    """A finished handler run: the lease it ran under and its optional JSON result.
+
+    A named tuple: the outcome writer makes one per job.
+    """
 
     lease: Lease
     result_json: str | None = None
@@ -370,7 +372,8 @@ def mark_completed(
         "done_results": [c.result_json for c in completions],
         "done_now": now,
     }
-    return sorted(row[0] for row in conn.execute(_complete_statement(), parameters))
+    # All rows at once: iterating the result fetches them one by one, a call each.
+    return sorted(conn.execute(_complete_statement(), parameters).scalars().all())
 
 
 @functools.cache
