@@ -15,12 +15,15 @@ until the database shows the whole backlog COMPLETED.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import multiprocessing
 import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from multiprocessing.synchronize import Event
 
@@ -113,6 +116,10 @@ class FinishedRowsDatabases:
         self._stack.close()
 
 
+_TURNS: collections.defaultdict[int, Iterator[int]] = collections.defaultdict(itertools.count)
+"""Per size of finished rows, how many times its group has run (it alternates its drains)."""
+
+
 def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) -> dict[str, Sample]:
     """Claim latency, a worker drain, and the raw claim+complete loop (the drain's reference, at
     the same size of table and indexes), of ``jobs`` each beside the finished rows at ``url``."""
@@ -125,12 +132,21 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
         seconds = claim_latencies(url, jobs)
         q = statistics.quantiles(seconds, n=100, method="inclusive") if len(seconds) > 1 else None
         p50, p99 = (q[49] * 1000, q[98] * 1000) if q else (seconds[0] * 1000,) * 2
-        raw_limits.fill(url, jobs, prefix=f"drain-{run}-")
-        databases.settle(url)
         setup = drains.Setup(admin_url=url, jobs=jobs, concurrency=concurrency)
         settings = worker_bench.worker_settings(setup, url, "none")
-        drained = worker_bench.drain_outbox_worker(engine, settings, jobs)
-        raw_seconds = raw_drain(url, jobs)
+
+        def worker_drain() -> drains.Drained:
+            raw_limits.fill(url, jobs, prefix=f"drain-{run}-")
+            databases.settle(url)
+            return worker_bench.drain_outbox_worker(engine, settings, jobs)
+
+        # Each drain leaves dead row versions the next one's table carries: take turns going
+        # first, so neither the worker nor its reference always runs on the other's debris.
+        if next(_TURNS[finished]) % 2 == 0:
+            drained, raw_seconds = worker_drain(), raw_drain(url, jobs)
+        else:
+            raw_seconds = raw_drain(url, jobs)
+            drained = worker_drain()
         # Every row, finished before or now, COMPLETED after exactly one attempt.
         worker_bench.verify_outbox(engine, before + 3 * jobs, None)
     finally:
