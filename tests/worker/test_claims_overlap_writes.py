@@ -59,3 +59,23 @@ def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurren
 
     assert wait_until(lambda: count(engine, S.COMPLETED) == 10, timeout=20)
     assert len(runs.calls) == len({job_id for job_id, _ in runs.calls}) == 10  # each ran once
+
+
+def test_a_returning_handler_wakes_the_claim_loop_rather_than_leaving_it_to_the_next_poll(
+    engine: Engine, start_worker: StartWorker
+) -> None:
+    # One thread, one job a claim, a poll of a minute, and no notification after the start:
+    # only each handler's return (and its written outcome) can send the loop for the next job.
+    registry = HandlerRegistry()
+    runs = Runs()
+
+    @registry.handler("work")
+    def work(job: Job) -> None:
+        runs.record(job)
+
+    for n in range(5):
+        enqueue(engine, "work", {"n": n})
+    start_worker(registry, replace(FAST, concurrency=1, batch_size=1, poll_interval=60.0))
+
+    assert wait_until(lambda: count(engine, S.COMPLETED) == 5, timeout=10), runs.calls
+    assert len(runs.calls) == 5
