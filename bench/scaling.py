@@ -138,7 +138,7 @@ def finished_rows_group(url: str, finished: int, jobs: int, concurrency: int) ->
         def worker_drain() -> drains.Drained:
             raw_limits.fill(url, jobs, prefix=f"drain-{run}-")
             databases.settle(url)
-            return worker_bench.drain_outbox_worker(engine, settings, jobs)
+            return worker_bench.drain_outbox_worker(engine, settings, jobs, beside_finished=True)
 
         # Each drain leaves dead row versions the next one's table carries: take turns going
         # first, so neither the worker nor its reference always runs on the other's debris.

@@ -93,6 +93,20 @@ def count_status(engine: Engine, status: JobStatus) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def count_unfinished(engine: Engine) -> int:
+    """PENDING, PROCESSING and FAILED jobs, each state counted on its own partial index: as fast
+    beside 10M finished rows as beside none (a count of COMPLETED reads every finished row)."""
+
+    def counted(status: JobStatus) -> sa.ScalarSelect[int]:
+        return sa.select(sa.func.count()).where(jobs.c.status == status.value).scalar_subquery()
+
+    with engine.connect() as conn:
+        states = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
+        pending, processing, failed = map(counted, states)
+        query = sa.select(pending + processing + failed)
+        return int(conn.execute(query).scalar_one())
+
+
 def outcomes(engine: Engine) -> dict[str, tuple[int, int, int]]:
     """Per status: how many jobs, and their fewest and most attempts."""
     attempts = jobs.c.attempts
@@ -170,8 +184,14 @@ def publish_all(settings: Settings, jobs_expected: int) -> None:
         raise DrainFailed(f"the relay published {published} of {jobs_expected} jobs")
 
 
-def drain_outbox_worker(engine: Engine, settings: Settings, jobs_expected: int) -> Drained:
-    """Run ``build_worker(settings)`` with a no-op handler until every job is COMPLETED."""
+def drain_outbox_worker(
+    engine: Engine, settings: Settings, jobs_expected: int, *, beside_finished: bool = False
+) -> Drained:
+    """Run ``build_worker(settings)`` with a no-op handler until every job is COMPLETED.
+
+    ``beside_finished``: the table holds finished rows of earlier drains, so the end is read
+    as no job left unfinished; counting COMPLETED rows would time a read of all of them.
+    """
     watch = Stopwatch(jobs_expected)
     registry = HandlerRegistry()
 
@@ -182,7 +202,15 @@ def drain_outbox_worker(engine: Engine, settings: Settings, jobs_expected: int) 
     worker = build_worker(settings, registry)
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
     thread.start()
-    completed = functools.partial(count_status, engine, JobStatus.COMPLETED)
+
+    def none_left_unfinished() -> int:
+        return jobs_expected - count_unfinished(engine)
+
+    completed: Callable[[], int] = (
+        none_left_unfinished
+        if beside_finished
+        else functools.partial(count_status, engine, JobStatus.COMPLETED)
+    )
     try:
         seconds = timed_drain(watch, completed, thread.is_alive, jobs_expected)
     finally:
