@@ -94,16 +94,17 @@ def count_status(engine: Engine, status: JobStatus) -> int:
 
 
 def count_unfinished(engine: Engine) -> int:
-    """PENDING, PROCESSING and FAILED jobs, each state counted on its own partial index: as fast
-    beside 10M finished rows as beside none (a count of COMPLETED reads every finished row)."""
+    """Jobs not finished (PENDING, PUBLISHED, PROCESSING, FAILED), each state counted on its own
+    partial index: as fast beside 10M finished rows as beside none (a count of COMPLETED reads
+    every finished row)."""
 
     def counted(status: JobStatus) -> sa.ScalarSelect[int]:
         return sa.select(sa.func.count()).where(jobs.c.status == status.value).scalar_subquery()
 
     with engine.connect() as conn:
-        states = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
-        pending, processing, failed = map(counted, states)
-        query = sa.select(pending + processing + failed)
+        states = (JobStatus.PENDING, JobStatus.PUBLISHED, JobStatus.PROCESSING, JobStatus.FAILED)
+        pending, published, processing, failed = map(counted, states)
+        query = sa.select(pending + published + processing + failed)
         return int(conn.execute(query).scalar_one())
 
 
