@@ -238,7 +238,8 @@ class Worker:
             failpoint("worker.after_claim")
         if budget > 0 and len(claimed.jobs) == budget:  # full: it did not wait for work to come
             self._pace.claimed(time.monotonic() - asked)
-        traced = tracing.recording()  # once per round: asking costs an environment lookup
+        # Once per round that claimed anything: asking costs an environment lookup.
+        traced = bool(claimed.jobs) and tracing.recording()
         started = [r for r in (self._prepare(c, traced) for c in claimed.jobs) if r is not None]
         self._running.add_all(started)  # before any thread can return one
         for running in started:
