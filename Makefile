@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: chaos dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker clean
+.PHONY: chaos dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker bench-shapes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-gateway: $(STAMP)
 bench-worker: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/worker_bench.py $(BENCH_ARGS)
+
+# The worker's pipeline shape beside others, each cut down to its statements and a thread pool
+# (what the shape alone costs); about 4 minutes. Quick look: BENCH_ARGS="--jobs 10000 --rounds 2".
+bench-shapes: $(STAMP)
+	$(BIN)/python -m bench.pipeline_shapes $(BENCH_ARGS)
 
 # The fault-injection scenarios at full size (the default suite runs them short); each prints
 # its checker's summary line and writes a JSON report to $(CHAOS_REPORT_DIR).
