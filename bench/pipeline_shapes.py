@@ -15,11 +15,13 @@ rate limits or lease bookkeeping.
 - **split, 2 claim loops**: the same, with two claim loops sharing the bound;
 - **piggyback, N loops**: no writer; each round of a loop is one statement that completes the
   outcomes finished since the loop's last round and claims the next batch;
-- and, for reference, the suite's raw claim+complete loop from 4 connections (no handlers).
+- and, for reference in the same run, the worker itself with all its bookkeeping
+  (``build_worker`` on the table, the baseline of the ratios) and the suite's raw
+  claim+complete loop from 4 connections (no handlers).
 
 Rounds interleave the shapes (the order alternating) on one embedded PostgreSQL, each drain on a
 fresh backlog, checked after (every job COMPLETED after one attempt). Prints the median jobs/s
-of each shape and its median paired ratio to split.
+of each and its median paired ratio to the worker itself.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ from rich.table import Table
 
 from bench import databases, raw_limits, worker_bench
 from bench.databases import fresh_database, make_template
+from bench.drains import Setup
 from outbox.database import create_engine
 from outbox.embedded_servers import embedded_postgres
+from outbox.states import JobStatus
 
 CLAIM = """
 UPDATE outbox_jobs SET status = 'PROCESSING', attempts = attempts + 1,
@@ -236,8 +240,21 @@ def raw_loop(url: str, concurrency: int, *, connections: int = 4) -> float:
     return seconds
 
 
+def worker(url: str, concurrency: int) -> float:
+    """The worker itself, as ``outbox worker`` wires it on the table, with a no-op handler."""
+    engine = create_engine(url)
+    try:
+        jobs = worker_bench.count_status(engine, JobStatus.PENDING)
+        setup = Setup(admin_url=url, jobs=jobs, concurrency=concurrency)
+        settings = worker_bench.worker_settings(setup, url, "none")
+        return worker_bench.drain_outbox_worker(engine, settings, jobs).seconds
+    finally:
+        engine.dispose()
+
+
 SHAPES: dict[str, Shape] = {
-    "split (the worker's shape)": split,
+    "the worker itself (build_worker, table)": worker,
+    "split (the worker's shape, cut down)": split,
     "split, 2 claim loops": lambda url, c: split(url, c, claim_loops=2),
     "piggyback, 1 loop": lambda url, c: piggyback(url, c, loops=1),
     "piggyback, 2 loops": lambda url, c: piggyback(url, c, loops=2),
@@ -294,7 +311,7 @@ def main() -> None:
             drains = measure(url, args.jobs, args.rounds, args.concurrency)
     table = Table(title=f"pipeline shapes, {args.jobs:,} no-op jobs, C={args.concurrency}, "
                   f"{args.rounds} interleaved rounds")  # fmt: skip
-    for column in ("shape", "median jobs/s", "paired ratio to split", "rounds"):
+    for column in ("shape", "median jobs/s", "paired ratio to the worker", "rounds"):
         table.add_column(column, justify="left" if column == "shape" else "right")
     for name, rates in drains.rates.items():
         each = ", ".join(f"{rate:,.0f}" for rate in rates)
