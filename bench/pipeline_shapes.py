@@ -127,8 +127,11 @@ def split(url: str, concurrency: int, *, claim_loops: int = 1) -> float:
 
     def write() -> None:
         with raw_limits.connect(url) as conn:
-            while (first := outcomes.get()) is not None:
-                batch = [first, *(o for o in _ready(outcomes, 499) if o is not None)]
+            stop = False
+            while not stop and (first := outcomes.get()) is not None:
+                more = _ready(outcomes, 499)
+                stop = None in more  # the end, drained with the last outcomes: write them first
+                batch = [first, *(o for o in more if o is not None)]
                 ids = [job_id for job_id, _ in batch]
                 conn.execute(COMPLETE, {"ids": ids, "tokens": [token for _, token in batch]})
                 in_hand.give_back(len(batch))
