@@ -1,5 +1,5 @@
 """How many jobs a round may claim: free threads, plus those that will be free by the time it
-returns (claiming ahead), within twice the concurrency in hand and the batch size.
+returns (claiming ahead), within three times the concurrency in hand and the batch size.
 
 A worker that claims only into free threads takes turns: it claims, its threads run the jobs,
 and only then does it claim again, so every claim's round trip is time the threads stand idle.
@@ -9,6 +9,14 @@ Little's law: ``concurrency x claim seconds / handler seconds``, from moving ave
 Long handlers make it zero, so a worker busy with slow jobs never holds jobs its threads will not
 reach soon, which other workers could run; a job claimed ahead waits for a thread about as long
 as one claim takes. Nothing is claimed ahead until a handler has returned.
+
+In hand: at most twice the concurrency running or waiting for a thread (the free threads with
+claiming ahead), and one concurrency's worth more whose outcomes are being written. With twice
+in all, a worker with short handlers claimed a full batch, then waited for the writer's round
+trip to free the slots of the last one (counted in a drain: 344 of 847 rounds found no room):
+three times lets the next claim go out while the last outcomes are written (README,
+"Benchmarks": 1.14x the drain). What a killed worker leaves to wait out its leases stays
+bounded all the same.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ import threading
 
 SMOOTHING = 0.2
 """Weight of the newest observation in each moving average."""
+
+IN_HAND_PER_SLOT = 3
+"""Jobs a worker may hold per handler slot: running, waiting for a thread, or being written."""
 
 
 class ClaimPace:
@@ -55,7 +66,7 @@ def claim_budget(*, concurrency: int, busy: int, in_hand: int, batch: int, ahead
     thread); ``in_hand``: those plus the ones whose outcome is not written yet.
     """
     free_threads = concurrency + min(ahead, concurrency) - busy
-    return max(0, min(free_threads, 2 * concurrency - in_hand, batch))
+    return max(0, min(free_threads, IN_HAND_PER_SLOT * concurrency - in_hand, batch))
 
 
 def _moved(average: float | None, value: float) -> float:

@@ -4,9 +4,10 @@ The *busy* ones, whose handler has not returned, are the worker's used capacity 
 handlers, some are claimed ahead and wait for a thread: :mod:`worker.claim_pace`): a thread freed
 takes the next job while the outcome writer still writes the last ones, so claiming and writing
 overlap instead of taking turns. The jobs in hand stay bounded all the same (the loop claims no
-more than twice its concurrency in hand). A job is *settled* once: by its handler's return,
-by the timeout watchdog, or by shutdown giving it back, whichever comes first; the others find
-it settled and drop what they had (the lease token would fence them anyway).
+more than three times its concurrency in hand: :mod:`worker.claim_pace`). A job is *settled*
+once: by its handler's return, by the timeout watchdog, or by shutdown giving it back, whichever
+comes first; the others find it settled and drop what they had (the lease token would fence
+them anyway).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How many jobs a claim round may take: free threads, plus the jobs short handlers will have
-finished by the time the claim returns, within twice the concurrency in hand and the batch."""
+finished by the time the claim returns, within three times the concurrency in hand and the batch."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def test_the_averages_move_a_fifth_of_the_way_to_each_new_observation() -> None:
         (10, 10, 100, 10, 10),  # all busy, short handlers: the next round's worth
         (10, 10, 100, 50, 10),  # ahead is capped at the concurrency
         (15, 15, 100, 10, 5),  # five already waiting for a thread
-        (10, 18, 100, 10, 2),  # eight outcomes not yet written: in hand caps it at 20
-        (0, 20, 100, 10, 0),
+        (10, 28, 100, 10, 2),  # 18 outcomes not yet written: in hand caps it at 30
+        (0, 30, 100, 10, 0),
+        (0, 20, 100, 10, 10),  # 20 being written, threads all free: room for 10 more
         (0, 0, 4, 10, 4),  # the batch size caps every round
         (25, 25, 100, 10, 0),  # never negative
     ],

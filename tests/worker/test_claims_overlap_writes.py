@@ -1,8 +1,9 @@
 """A handler thread freed takes the next job while outcomes wait to be written, within a bound.
 
 The outcome writer is held up by row locks a test transaction takes on the first jobs' rows:
-with concurrency 2 the worker must go on to claim 2 more (in hand: twice its concurrency), and
-no more than that while the writes cannot finish; released, every job completes once.
+with concurrency 2 the worker must go on to claim 4 more (in hand: three times its
+concurrency), and no more than that while the writes cannot finish; released, every job
+completes once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from worker import HandlerRegistry, Job
 S = JobStatus
 
 
-def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurrency_in_hand(
+def test_freed_threads_claim_while_outcomes_wait_but_at_most_thrice_the_concurrency_in_hand(
     engine: Engine, start_worker: StartWorker
 ) -> None:
     registry = HandlerRegistry()
@@ -49,12 +50,12 @@ def test_freed_threads_claim_while_outcomes_wait_but_at_most_twice_the_concurren
         ).all()
         assert len(locked) == 2
         release_first_two.set()
-        assert wait_until(lambda: len(runs.calls) == 4, timeout=10), runs.calls
+        assert wait_until(lambda: len(runs.calls) == 6, timeout=10), runs.calls
         # Two more full rounds of the claim loop with the writer still stuck: nothing more taken.
         for _ in range(2):
             assert wait_until(went_round(worker), timeout=10)
-        assert len(runs.calls) == 4
-        assert count(engine, S.PROCESSING) == 4
+        assert len(runs.calls) == 6
+        assert count(engine, S.PROCESSING) == 6
         assert count(engine, S.COMPLETED) == 0
 
     assert wait_until(lambda: count(engine, S.COMPLETED) == 10, timeout=20)
