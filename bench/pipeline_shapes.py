@@ -6,9 +6,9 @@ The table-source worker drains at about 0.4x of the raw 4-connection claim+compl
 "Benchmarks"). This asks how much of that the pipeline's shape decides, apart from the per-job
 bookkeeping. Every shape drains the same backlog of no-op jobs with the worker's claim (its
 columns, ``SKIP LOCKED``, batches of C) and its fenced completion, runs the handlers on a pool
-of C threads, and holds at most 2 x C jobs claimed and not yet completed (the worker's bound on
-what a killed worker leaves to wait out its leases), and does nothing else: no metrics, spans,
-rate limits or lease bookkeeping.
+of C threads, and holds at most the worker's bound of jobs claimed and not yet completed
+(``IN_HAND_PER_SLOT`` x C: what a killed worker leaves to wait out its leases), and does
+nothing else: no metrics, spans, rate limits or lease bookkeeping.
 
 - **split**: the worker's shape: one claim loop, and one writer thread that completes what the
   handlers finished, in batches;
@@ -51,6 +51,7 @@ from bench.drains import Setup
 from outbox.database import create_engine
 from outbox.embedded_servers import embedded_postgres
 from outbox.states import JobStatus
+from worker.claim_pace import IN_HAND_PER_SLOT
 
 CLAIM = """
 UPDATE outbox_jobs SET status = 'PROCESSING', attempts = attempts + 1,
@@ -118,7 +119,7 @@ def _noop(row: Row) -> None:
 
 def split(url: str, concurrency: int, *, claim_loops: int = 1) -> float:
     """Claim loops dispatch to the pool; handlers queue outcomes; one writer completes them."""
-    in_hand = InHand(2 * concurrency)
+    in_hand = InHand(IN_HAND_PER_SLOT * concurrency)
     outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
 
     def handle(row: Row) -> None:
@@ -160,7 +161,7 @@ def split(url: str, concurrency: int, *, claim_loops: int = 1) -> float:
 
 def piggyback(url: str, concurrency: int, *, loops: int = 2) -> float:
     """Each loop's round: one statement completes what finished and claims the next batch."""
-    in_hand = InHand(2 * concurrency)
+    in_hand = InHand(IN_HAND_PER_SLOT * concurrency)
     outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
     backlog_empty = threading.Event()
 
