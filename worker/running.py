@@ -46,7 +46,8 @@ class RunningJobs:
 
     def __init__(self, on_free: Callable[[], None]) -> None:
         self._on_free = on_free
-        self._changed = threading.Condition()
+        # A plain lock: nothing here re-enters, and every job takes it twice from its thread.
+        self._changed = threading.Condition(threading.Lock())
         self._jobs: dict[uuid.UUID, RunningJob] = {}
         self._busy = 0
         self._peak = 0

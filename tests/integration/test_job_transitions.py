@@ -167,6 +167,41 @@ def test_completion_stores_the_result_and_releases_the_lease(conn: sa.Connection
     )  # fmt: skip
 
 
+# Results as the outcome writer sends them: JSON texts inside one JSON document (queries.py).
+AWKWARD_RESULTS = [
+    None,
+    "null",
+    '"NULL"',
+    '{"quote": "a\\"b", "backslash": "c\\\\d", "comma,brace}": "{1,2}"}',
+    '["café", "😀", "\\ud83d\\ude00", "line\\nbreak", "tab\\t"]',
+    '"\\u00e9 written escaped"',
+    "12345678901234567890",
+    "[]",
+]
+
+
+def test_a_batch_of_completions_stores_each_result_on_its_own_row(conn: sa.Connection) -> None:
+    placed = [place_job(conn, S.PROCESSING) for _ in AWKWARD_RESULTS]
+    completions = [
+        queries.Completion(lease_of(job), result)
+        for job, result in zip(placed, AWKWARD_RESULTS, strict=True)
+    ]
+    stale = place_job(conn, S.PROCESSING)
+    completions.insert(3, queries.Completion(Lease(stale.id, queries.new_lease_token()), "[1]"))
+
+    done = queries.mark_completed(conn, completions, now=T0)
+
+    assert done == sorted(job.id for job in placed)
+    stored = [conn.execute(
+        sa.text("SELECT result::text FROM outbox_jobs WHERE id = :id"), {"id": job.id}
+    ).scalar_one() for job in placed]  # fmt: skip
+    expected = [conn.execute(sa.text("SELECT CAST(:r AS jsonb)::text"), {"r": r}).scalar_one()
+                for r in AWKWARD_RESULTS]  # fmt: skip
+    assert stored == expected
+    assert stored[:2] == [None, "null"]  # no result stays NULL; a JSON null is stored as one
+    assert status_of(conn, stale.id) is S.PROCESSING
+
+
 def test_retry_is_due_after_the_delay_and_keeps_the_error(conn: sa.Connection) -> None:
     job = place_job(conn, S.PROCESSING, attempts=1, max_attempts=3)
     assert queries.schedule_retry(
