@@ -185,3 +185,23 @@ def test_rescued_leases_are_counted_by_the_rescue_duty(engine: Engine) -> None:
     assert maintenance.rescue_once() == 2
     assert maintenance.rescue_once() == 0
     assert sample(metrics, "outbox_worker_lease_rescues_total") == 2
+
+
+def test_a_result_the_database_refuses_completes_its_job_without_sinking_the_batch(
+    engine: Engine,
+) -> None:
+    metrics = WorkerMetrics()
+    claimed = [claim_one(engine, f"m.batch{i}") for i in range(3)]
+    # jsonb refuses \u0000; to_json_text keeps handlers from sending it, a bug could not.
+    results = ['{"a":1}', '{"bad":"\\u0000"}', "[2]"]
+    batch = [
+        report(c, Lease(c.id, c.lease_token), Completed(r))
+        for c, r in zip(claimed, results, strict=True)
+    ]
+
+    writer(engine, metrics).write(batch)  # logs the refusal, never raises
+
+    stored = [job(engine, c.job_id) for c in claimed]
+    assert [j.status for j in stored] == [S.COMPLETED] * 3
+    assert [j.result for j in stored] == [{"a": 1}, None, [2]]
+    assert sum(counted(metrics, f"m.batch{i}", "completed") for i in range(3)) == 3
