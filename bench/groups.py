@@ -77,6 +77,7 @@ RELAY_KAFKA, RELAY_REDIS = "relay -> Kafka (tansu)", "relay -> Redis Streams"
 LAT_RAW = "relay latency, instant-ack broker"
 LAT_KAFKA, LAT_REDIS = "relay latency -> Kafka", "relay latency -> Redis"
 WORKER_TABLE, WORKER_REDIS = "worker, table source", "worker, Redis Streams source"
+WORKER_ASYNC = "worker, table source, async def no-op"
 WORKER_KAFKA, WORKER_LATENCY = "worker, Kafka source (tansu)", "worker latency, table + NOTIFY"
 PGQ, PROC = "pgqueuer 1.6", "procrastinate 3.10"
 ENQUEUE_COST = "one enqueue added to a business txn"
@@ -156,6 +157,13 @@ def rows(s: Sizes) -> list[Row]:
             raw=drain,
             peer_kind="drain",
             notes=f"jobs: {s.worker_jobs:,}, C={s.concurrency}",
+        ),
+        Row(
+            WORKER_ASYNC,
+            "jobs/s",
+            raw=drain,
+            peer_kind="drain",
+            notes=f"jobs: {s.worker_jobs:,}, C={s.concurrency}; the peers' no-ops are async too",
         ),
         Row(
             WORKER_REDIS,
@@ -273,6 +281,8 @@ def worker_group(servers: Servers, s: Sizes) -> Samples:
                          kafka_bootstrap=servers.kafka_bootstrap)  # fmt: skip
     slow = drains.Setup(**{**setup.__dict__, "jobs": min(s.slow_jobs, s.worker_jobs)})
     out: Samples = {WORKER_TABLE: _rate(setup.jobs, worker_bench.run_outbox(setup, "none"))}
+    async_drain = worker_bench.run_outbox(setup, "none", awaited=True)
+    out[WORKER_ASYNC] = _rate(setup.jobs, async_drain)
     if servers.redis_url:
         out[WORKER_REDIS] = _rate(setup.jobs, worker_bench.run_outbox(setup, "redis"))
     if servers.kafka_bootstrap:

@@ -186,19 +186,29 @@ def publish_all(settings: Settings, jobs_expected: int) -> None:
 
 
 def drain_outbox_worker(
-    engine: Engine, settings: Settings, jobs_expected: int, *, beside_finished: bool = False
+    engine: Engine,
+    settings: Settings,
+    jobs_expected: int,
+    *,
+    beside_finished: bool = False,
+    awaited: bool = False,
 ) -> Drained:
     """Run ``build_worker(settings)`` with a no-op handler until every job is COMPLETED.
 
     ``beside_finished``: the table holds finished rows of earlier drains, so the end is read
     as no job left unfinished; counting COMPLETED rows would time a read of all of them.
+    ``awaited``: the no-op is an ``async def`` handler, as the peers' are.
     """
     watch = Stopwatch(jobs_expected)
     registry = HandlerRegistry()
 
-    @registry.handler(NOOP)
     def noop(job: Job) -> None:
         watch.call()
+
+    async def async_noop(job: Job) -> None:
+        watch.call()
+
+    registry.handler(NOOP)(async_noop if awaited else noop)
 
     worker = build_worker(settings, registry)
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
@@ -223,7 +233,7 @@ def drain_outbox_worker(
     return Drained(seconds, watch.calls)
 
 
-def run_outbox(setup: Setup, broker: str) -> Drained:
+def run_outbox(setup: Setup, broker: str, *, awaited: bool = False) -> Drained:
     """Fill a fresh outbox (and for a broker, publish it all), then time the worker's drain."""
     server = {"redis": setup.redis_url, "kafka": setup.kafka_bootstrap}.get(broker, "table")
     if not server:
@@ -236,7 +246,7 @@ def run_outbox(setup: Setup, broker: str) -> Drained:
             if broker != "none":
                 publish_all(settings, setup.jobs)
             settle(url)
-            drained = drain_outbox_worker(engine, settings, setup.jobs)
+            drained = drain_outbox_worker(engine, settings, setup.jobs, awaited=awaited)
             verify_outbox(engine, setup.jobs, drained.handler_calls)
         finally:
             engine.dispose()
@@ -294,6 +304,11 @@ def build_rows(setup: Setup, slow_jobs: int) -> list[Row]:
     return [
         Row(RAW, setup.jobs, lambda: run_raw(setup)),
         Row("outbox, table source", setup.jobs, lambda: run_outbox(setup, "none")),
+        Row(
+            "outbox, table source, async def no-op",
+            setup.jobs,
+            lambda: run_outbox(setup, "none", awaited=True),
+        ),
         Row("outbox, Redis Streams source", setup.jobs, lambda: run_outbox(setup, "redis")),
         Row("outbox, Kafka source (tansu)", slow.jobs, lambda: run_outbox(slow, "kafka")),
         Row("pgqueuer 1.6 (psycopg)", setup.jobs, lambda: run_peer(setup, drain_pgqueuer)),

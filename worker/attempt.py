@@ -6,10 +6,12 @@ timeout watchdog and the shutdown path report outcomes of their own through the 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from outbox import tracing
 from outbox.logging_setup import JobFields
@@ -59,13 +61,47 @@ def run_attempt(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome
             tracing.job_span(job.type, job.job_id, job.attempt, lambda: job.headers, traced=traced),
         ):
             result = spec.func(job)
-    except Retry as exc:
-        return Snoozed(exc.after)
-    except PermanentError as exc:
-        return Failed(*describe(exc), permanent=True)
     except BaseException as exc:  # SystemExit in a handler thread must not kill the thread
-        return Failed(*describe(exc))
+        return _ended_by(exc)
+    if result is not None and inspect.isawaitable(result):
+        return _awaitable_returned(result)
     return Completed(_result_json(job, result))
+
+
+async def run_attempt_async(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome:
+    """:func:`run_attempt` for an ``async def`` handler, awaited on the worker's event loop.
+
+    A cancellation (the timeout, a lost lease, shutdown) ends the attempt like an exception:
+    whoever cancelled it has already settled the job, so this outcome is discarded.
+    """
+    try:
+        with (
+            JobFields(job_id=job.job_id, type=job.type, attempt=job.attempt),
+            tracing.job_span(job.type, job.job_id, job.attempt, lambda: job.headers, traced=traced),
+        ):
+            result = await spec.func(job)
+    except BaseException as exc:
+        return _ended_by(exc)
+    return Completed(_result_json(job, result))
+
+
+def _ended_by(exc: BaseException) -> Outcome:
+    if isinstance(exc, Retry):
+        return Snoozed(exc.after)
+    if isinstance(exc, PermanentError):
+        return Failed(*describe(exc), permanent=True)
+    return Failed(*describe(exc))
+
+
+def _awaitable_returned(result: Any) -> Failed:
+    # Completing it would record work that never ran; retrying cannot make it run.
+    if inspect.iscoroutine(result):
+        result.close()  # no "never awaited" warning: the error below says it
+    return Failed(
+        f"the handler returned {type(result).__name__} {result!r:.80} instead of a result: "
+        "declare it `async def` (the worker awaits those), or return a value",
+        permanent=True,
+    )
 
 
 def no_handler(job_type: str, known: list[str]) -> Failed:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +35,11 @@ class HandlerSpec:
     timeout_seconds: float | None = None
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    is_async: bool = field(init=False)
+    """An ``async def`` handler (or an object whose ``__call__`` is one): run on the event loop."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", is_async_callable(self.func))
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class HandlerRegistry:
         :class:`~worker.PermanentError` sends it to DEAD; :class:`~worker.Retry` runs it later.
         ``concurrency`` caps this type's simultaneous runs in one worker; ``rate_limit`` is
         like ``"10/s"`` or ``"2/s per key"``; ``timeout_seconds`` fails an attempt that runs longer.
+        An ``async def`` handler runs on the worker's event loop instead of a thread of its own,
+        and a timeout cancels it at its next ``await``.
         """
         _check_optional_positive(
             max_attempts=max_attempts, retry_base_seconds=retry_base_seconds,
@@ -133,6 +141,13 @@ class HandlerRegistry:
     @property
     def crons(self) -> Mapping[str, CronSpec]:
         return dict(self._crons)
+
+
+def is_async_callable(func: object) -> bool:
+    """True for a coroutine function, a partial of one, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself is what is asked about
+    )
 
 
 def _unchanged(func: F) -> F:

@@ -39,6 +39,15 @@ class RunningJob:
     written: bool = False  # that outcome is in the database: the lease is no longer ours
     returned: bool = False  # the handler's thread came back
     lost: bool = False  # the heartbeat found the lease taken away
+    # An async handler's: cancels its task, from any thread (a thread cannot be interrupted).
+    interrupt: Callable[[], object] | None = None
+
+    def cancel(self) -> None:
+        """The worker no longer wants this attempt: set ``job.cancelled``, and interrupt an
+        async handler at its next ``await``."""
+        self.job.cancelled.set()
+        if self.interrupt is not None:
+            self.interrupt()
 
 
 class RunningJobs:
@@ -158,7 +167,7 @@ class RunningJobs:
                 running = self._jobs.get(lease.lease_token)
                 if running is not None and not running.written:
                     running.lost = True
-                    running.job.cancelled.set()
+                    running.cancel()
                     lost.append(running)
         return lost
 
@@ -179,5 +188,5 @@ class RunningJobs:
             rest = [r for r in self._jobs.values() if not r.settled]
             for running in rest:
                 running.settled = True
-                running.job.cancelled.set()
+                running.cancel()
         return rest

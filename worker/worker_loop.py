@@ -10,13 +10,15 @@ completes twice, because completing needs the current lease token.
 
 Threads: the caller's runs the claim loop, and every ``backlog_interval`` samples the backlog
 (the gauge an HPA or KEDA scales on, and the input of the autoscaler, which resizes the handler
-threads between its bounds); ``concurrency`` daemon threads run handlers; one each writes
-outcomes, beats the heartbeat, watches timeouts and (table source) listens for NOTIFY; the
-scheduler (when given) runs the periodic duties and cron firings.
+threads between its bounds); ``concurrency`` daemon threads run handlers, and one event loop
+the ``async def`` ones; one each writes outcomes, beats the heartbeat, watches timeouts and
+(table source) listens for NOTIFY; the scheduler (when given) runs the periodic duties and cron
+firings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -37,7 +39,15 @@ from outbox.backoff import BackoffPolicy
 from outbox.failpoints import failpoint
 from outbox.job_record import ClaimedJob, Lease
 from outbox.wakeup import Waker
-from worker.attempt import Outcome, Snoozed, no_handler, run_attempt, timed_out
+from worker.async_executor import AsyncExecutor
+from worker.attempt import (
+    Outcome,
+    Snoozed,
+    no_handler,
+    run_attempt,
+    run_attempt_async,
+    timed_out,
+)
 from worker.capacity import Capacity
 from worker.claim_pace import ClaimPace, claim_budget
 from worker.claim_plan import plan_claims
@@ -139,6 +149,7 @@ class Worker:
             metrics=self.metrics,
         )
         self._heartbeat = Heartbeat(engine, self._running, lease=config.lease, clock=clock)
+        self._async_executor = AsyncExecutor(lambda: self._capacity.size)
         self._watchdog: Watchdog[RunningJob] = Watchdog(self._on_timeout)
         self._listener: threading.Thread | None = None
         self.maintenance = Maintenance(engine, clock=clock, metrics=self.metrics)
@@ -242,8 +253,14 @@ class Worker:
         traced = bool(claimed.jobs) and tracing.recording()
         started = [r for r in (self._prepare(c, traced) for c in claimed.jobs) if r is not None]
         self._running.add_all(started)  # before any thread can return one
+        awaited = []
         for running in started:
-            self._start_job(running)
+            if running.spec.is_async:
+                awaited.append(partial(self._run_async_job, running))
+            else:
+                self._capacity.executor.submit(partial(self._run_job, running))
+        if awaited:
+            self._async_executor.submit_all(awaited)  # one hand-off to the loop per round
         return ClaimRound(len(claimed.jobs), claimed.more)
 
     def sample_backlog(self) -> int:
@@ -280,9 +297,6 @@ class Worker:
             return None
         return RunningJob(job, spec, lease, since, traced)
 
-    def _start_job(self, running: RunningJob) -> None:
-        self._capacity.executor.submit(partial(self._run_job, running))
-
     def _run_job(self, running: RunningJob) -> None:
         finishing = False
         try:
@@ -305,11 +319,36 @@ class Worker:
             if not finishing:
                 self._running.returned(running)
 
+    async def _run_async_job(self, running: RunningJob) -> None:
+        # _run_job's steps, for an async handler on the event loop's thread.
+        task = asyncio.current_task()
+        assert task is not None  # always a task: the async executor made it
+        running.interrupt = partial(task.get_loop().call_soon_threadsafe, task.cancel)
+        finishing = False
+        try:
+            if not self._running.start(running):
+                return
+            if running.spec.timeout_seconds is not None:
+                self._watchdog.watch(running, running.spec.timeout_seconds)
+            outcome = await run_attempt_async(running.spec, running.job, traced=running.traced)
+            self._pace.ran(time.monotonic() - running.started)
+            failpoint("worker.after_handler")
+            report = _running_report(running, outcome)
+            finishing = True
+            if not self._running.finish(running, partial(self._writer.put, report)):
+                log.warning(
+                    "async handler ended after its timeout or shutdown; its outcome is discarded",
+                    extra={"job_id": running.job.job_id, "type": running.job.type},
+                )
+        finally:
+            if not finishing:
+                self._running.returned(running)
+
     def _on_timeout(self, running: RunningJob) -> None:
         seconds = running.spec.timeout_seconds or 0.0
         report = _running_report(running, timed_out(seconds))
         if self._running.settle(running, partial(self._writer.put, report)):
-            running.job.cancelled.set()
+            running.cancel()
             log.warning("job timed out", extra={"job_id": running.job.job_id, "seconds": seconds})
 
     def _written(self, leases: list[Lease]) -> None:
@@ -327,6 +366,8 @@ class Worker:
     def _start(self) -> None:
         self._source.start()  # first: a broker that cannot be reached stops us before any thread
         self._capacity.executor.start()
+        if any(spec.is_async for spec in self._registry.handlers.values()):
+            self._async_executor.start()  # else on first use: a loop thread only if needed
         self._writer.start()
         self._heartbeat.start()
         self._watchdog.start()
@@ -370,6 +411,7 @@ class Worker:
         self._give_back(unfinished)
         self._heartbeat.stop()
         self._capacity.executor.stop()
+        self._async_executor.stop()
         if self._listener is not None:
             self._listener.join()
             self._listener = None

@@ -6,6 +6,7 @@ this runs only the bench's own table-source drain and its checks.
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -15,14 +16,15 @@ from outbox.schema import jobs
 JOBS = 300
 
 
+@pytest.mark.parametrize("awaited", [False, True], ids=["def", "async def"])
 def test_bench_table_drain_completes_every_job_exactly_once(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, awaited: bool
 ) -> None:
     worker_bench.fill_outbox(engine, JOBS)
     setup = drains.Setup(admin_url=database_url, jobs=JOBS, concurrency=20)
     settings = worker_bench.worker_settings(setup, database_url, "none")
 
-    drained = worker_bench.drain_outbox_worker(engine, settings, JOBS)
+    drained = worker_bench.drain_outbox_worker(engine, settings, JOBS, awaited=awaited)
 
     assert drained.seconds > 0
     assert drained.handler_calls == JOBS

@@ -7,6 +7,7 @@ records into an in-memory exporter here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -191,3 +192,47 @@ def test_a_handlers_json_log_lines_carry_the_job_and_its_trace(
     assert (line["job_id"], line["type"], line["attempt"]) == (job_id, "reservation.expired", 1)
     assert line["trace_id"] == f"{business.get_span_context().trace_id:032x}"
     assert line["span_id"] == f"{span.context.span_id:016x}"
+
+
+def test_async_handlers_taking_turns_on_one_loop_log_each_their_own_job_and_span(
+    engine: Engine, spans: InMemorySpanExporter, start_worker: StartWorker
+) -> None:
+    registry = HandlerRegistry()
+    handler_log = logging.getLogger("seats")
+    lines = JsonLines()
+    handler_log.addHandler(lines)
+    handler_log.setLevel(logging.INFO)
+    arrived: list[str] = []
+    both: dict[str, asyncio.Event] = {}
+
+    @registry.handler("seat.release")
+    async def release(job: Job) -> None:
+        handler_log.info("before %s", job.job_id)
+        arrived.append(job.job_id)  # both run on the loop's one thread: no lock
+        event = both.setdefault("in", asyncio.Event())
+        if len(arrived) == 2:
+            event.set()
+        await event.wait()  # each waits inside its span until the other is inside its own
+        handler_log.info("after %s", job.job_id)
+
+    try:
+        with engine.begin() as conn:
+            job_ids = {gateway.enqueue(conn, "seat.release", {"seat": n}) for n in (1, 2)}
+        start_worker(registry)
+        for job_id in job_ids:
+            wait_for_status(engine, job_id, JobStatus.COMPLETED)
+    finally:
+        handler_log.removeHandler(lines)
+    span_of = {
+        s.attributes["messaging.message.id"]: s
+        for s in spans.get_finished_spans()
+        if s.name == "process seat.release" and s.attributes is not None
+    }
+    assert set(span_of) == job_ids
+    assert sorted(str(line["message"]).split()[0] for line in lines.lines) == [
+        "after", "after", "before", "before",
+    ]  # fmt: skip
+    for line in lines.lines:
+        logged_for = str(line["message"]).split()[1]
+        assert line["job_id"] == logged_for
+        assert line["span_id"] == f"{span_of[logged_for].context.span_id:016x}"
