@@ -6,6 +6,7 @@ from several processes never interleave) and waits until the file ``release-<gat
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -35,5 +36,19 @@ def gated(job: worker.Job) -> dict[str, int]:
 def quick(job: worker.Job) -> dict[str, int]:
     _record("start", job)
     failpoint("worker.in_handler")  # armed only when the test sets OUTBOX_FAILPOINTS
+    _record("done", job)
+    return {"done_by": os.getpid()}
+
+
+@worker.handler("test.async_gated")
+async def async_gated(job: worker.Job) -> dict[str, int]:
+    _record("start", job)
+    gate = Path(os.environ["WORKER_TEST_DIR"]) / f"release-{job.payload['gate']}"
+    try:
+        while not gate.exists():
+            await asyncio.sleep(0.02)  # watching a file: there is no event to await
+    except asyncio.CancelledError:  # the worker gave the job back or lost its lease
+        _record("cancelled", job)
+        raise
     _record("done", job)
     return {"done_by": os.getpid()}

@@ -202,6 +202,29 @@ def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_res
     assert processing == 0
 
 
+def test_sigterm_lets_async_jobs_finish_in_the_grace_period_then_cancels_and_gives_back_the_rest(
+    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
+) -> None:
+    finishing = enqueue(engine, "test.async_gated", {"gate": "soon"})
+    stuck = enqueue(engine, "test.async_gated", {"gate": "never"})
+    process = spawn(OUTBOX_WORKER_SHUTDOWN_GRACE_SECONDS="1.5")
+    assert wait_until(lambda: len(runs(run_dir)) == 2, timeout=20)
+
+    process.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: "worker stopping" in process.log())
+    (run_dir / "release-soon").touch()  # finishes inside the grace period
+    assert process.wait(15) == 0
+
+    assert job(engine, finishing).result == {"done_by": process.pid}
+    given_back = job(engine, stuck)
+    assert (given_back.status, given_back.attempts, given_back.locked_by) == (S.PENDING, 0, None)
+    pid = str(process.pid)
+    assert sorted(runs(run_dir)) == sorted([
+        ["start", finishing, "1", pid], ["start", stuck, "1", pid],
+        ["done", finishing, "1", pid], ["cancelled", stuck, "1", pid],
+    ])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
