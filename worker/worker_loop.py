@@ -298,46 +298,47 @@ class Worker:
         return RunningJob(job, spec, lease, since, traced)
 
     def _run_job(self, running: RunningJob) -> None:
-        finishing = False
+        outcome = None
         try:
-            # A job claimed ahead waits for a thread; shutdown may have given it back meanwhile.
-            if not self._running.start(running):
-                return
-            if running.spec.timeout_seconds is not None:
-                self._watchdog.watch(running, running.spec.timeout_seconds)
-            outcome = run_attempt(running.spec, running.job, traced=running.traced)
-            self._pace.ran(time.monotonic() - running.started)
-            failpoint("worker.after_handler")
-            report = _running_report(running, outcome)
-            finishing = True  # finish counts the thread returned, whatever happens inside
-            if not self._running.finish(running, partial(self._writer.put, report)):
-                log.warning(
-                    "handler returned after its timeout or shutdown; its outcome is discarded",
-                    extra={"job_id": running.job.job_id, "type": running.job.type},
-                )
+            if self._began(running):
+                outcome = run_attempt(running.spec, running.job, traced=running.traced)
         finally:
-            if not finishing:
-                self._running.returned(running)
+            self._ended(running, outcome)
 
     async def _run_async_job(self, running: RunningJob) -> None:
-        # _run_job's steps, for an async handler on the event loop's thread.
         task = asyncio.current_task()
         assert task is not None  # always a task: the async executor made it
         running.interrupt = partial(task.get_loop().call_soon_threadsafe, task.cancel)
+        outcome = None
+        try:
+            if self._began(running):
+                outcome = await run_attempt_async(running.spec, running.job, traced=running.traced)
+        finally:
+            self._ended(running, outcome)
+
+    def _began(self, running: RunningJob) -> bool:
+        """The handler may start: False when shutdown gave the job back while it waited (a job
+        claimed ahead waits for a thread or room on the loop). Its timeout starts here."""
+        if not self._running.start(running):
+            return False
+        if running.spec.timeout_seconds is not None:
+            self._watchdog.watch(running, running.spec.timeout_seconds)
+        return True
+
+    def _ended(self, running: RunningJob, outcome: Outcome | None) -> None:
+        """The handler's thread or task is back: report ``outcome`` unless the job was settled
+        meanwhile; the job counts as returned whatever happens (None: the handler never ran)."""
         finishing = False
         try:
-            if not self._running.start(running):
+            if outcome is None:
                 return
-            if running.spec.timeout_seconds is not None:
-                self._watchdog.watch(running, running.spec.timeout_seconds)
-            outcome = await run_attempt_async(running.spec, running.job, traced=running.traced)
             self._pace.ran(time.monotonic() - running.started)
             failpoint("worker.after_handler")
             report = _running_report(running, outcome)
-            finishing = True
+            finishing = True  # finish counts the job returned, whatever happens inside
             if not self._running.finish(running, partial(self._writer.put, report)):
                 log.warning(
-                    "async handler ended after its timeout or shutdown; its outcome is discarded",
+                    "handler returned after its timeout or shutdown; its outcome is discarded",
                     extra={"job_id": running.job.job_id, "type": running.job.type},
                 )
         finally:
