@@ -92,6 +92,24 @@ def went_round(worker: Worker) -> Callable[[], bool]:
     return lambda: worker.last_loop > since
 
 
+class Gauge:
+    """Counts handlers running at once and remembers the most seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
 class Runs:
     """Every handler call, as (job_id, attempt), from any thread."""
 

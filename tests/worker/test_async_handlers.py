@@ -14,6 +14,7 @@ from tests.waiting import wait_until
 from tests.worker.conftest import (
     FAST,
     FakeClock,
+    Gauge,
     StartWorker,
     enqueue,
     job,
@@ -54,24 +55,6 @@ class Gate:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class Running:
-    """How many handlers run at once, and the most there ever were."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.now -= 1
 
 
 def test_an_async_handler_is_awaited_and_its_result_stored(
@@ -135,15 +118,12 @@ def test_no_more_async_handlers_run_at_once_than_the_concurrency(
     engine: Engine, start_worker: StartWorker
 ) -> None:
     registry = HandlerRegistry()
-    gate, running = Gate(), Running()
+    gate, running = Gate(), Gauge()
 
     @registry.handler("wait")
     async def wait(job: Job) -> None:
-        running.enter()
-        try:
+        with running:
             await gate.wait()
-        finally:
-            running.leave()
 
     job_ids = [enqueue(engine, "wait") for _ in range(9)]
     worker = start_worker(registry, replace(FAST, concurrency=3))

@@ -8,6 +8,7 @@ records into an in-memory exporter here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -165,27 +166,34 @@ class JsonLines(logging.Handler):
         self.lines.append(json.loads(self.format(record)))
 
 
+@contextlib.contextmanager
+def json_lines(logger: logging.Logger) -> Iterator[JsonLines]:
+    """What ``logger`` logs at INFO and above while inside, as JSON log lines."""
+    lines = JsonLines()
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)
+
+
 def test_a_handlers_json_log_lines_carry_the_job_and_its_trace(
     engine: Engine, spans: InMemorySpanExporter, start_worker: StartWorker
 ) -> None:
     registry = HandlerRegistry()
     handler_log = logging.getLogger("reservations")
-    lines = JsonLines()
-    handler_log.addHandler(lines)
-    handler_log.setLevel(logging.INFO)
 
     @registry.handler("reservation.expired")
     def release(job: Job) -> None:
         handler_log.info("seats released")
 
-    try:
+    with json_lines(handler_log) as lines:
         tracer = trace.get_tracer("test")
         with tracer.start_as_current_span("business") as business, engine.begin() as conn:
             job_id = gateway.enqueue(conn, "reservation.expired", {})
         start_worker(registry)
         wait_for_status(engine, job_id, JobStatus.COMPLETED)
-    finally:
-        handler_log.removeHandler(lines)
     (line,) = lines.lines
     span = handler_span(spans, "reservation.expired")
     assert line["message"] == "seats released"
@@ -199,9 +207,6 @@ def test_async_handlers_taking_turns_on_one_loop_log_each_their_own_job_and_span
 ) -> None:
     registry = HandlerRegistry()
     handler_log = logging.getLogger("seats")
-    lines = JsonLines()
-    handler_log.addHandler(lines)
-    handler_log.setLevel(logging.INFO)
     arrived: list[str] = []
     both: dict[str, asyncio.Event] = {}
 
@@ -215,14 +220,12 @@ def test_async_handlers_taking_turns_on_one_loop_log_each_their_own_job_and_span
         await event.wait()  # each waits inside its span until the other is inside its own
         handler_log.info("after %s", job.job_id)
 
-    try:
+    with json_lines(handler_log) as lines:
         with engine.begin() as conn:
             job_ids = {gateway.enqueue(conn, "seat.release", {"seat": n}) for n in (1, 2)}
         start_worker(registry)
         for job_id in job_ids:
             wait_for_status(engine, job_id, JobStatus.COMPLETED)
-    finally:
-        handler_log.removeHandler(lines)
     span_of = {
         s.attributes["messaging.message.id"]: s
         for s in spans.get_finished_spans()

@@ -20,6 +20,7 @@ from tests.waiting import wait_until
 from tests.worker.conftest import (
     FAST,
     FakeClock,
+    Gauge,
     StartWorker,
     count,
     enqueue,
@@ -29,24 +30,6 @@ from tests.worker.conftest import (
 from worker import HandlerRegistry, Job
 
 S = JobStatus
-
-
-class Gauge:
-    """Counts handlers running at once and remembers the most seen."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.now -= 1
 
 
 def test_per_type_concurrency_limit_holds_while_other_types_keep_running(

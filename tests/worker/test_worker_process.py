@@ -179,11 +179,13 @@ def test_a_worker_killed_at_any_step_loses_no_job_and_completes_none_twice(
     assert runs(run_dir) == [*crashed[:lines_before_the_crash], *rerun]
 
 
-def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_rest_back(
-    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
-) -> None:
-    finishing = enqueue(engine, "test.gated", {"gate": "soon"})
-    stuck = enqueue(engine, "test.gated", {"gate": "never"})
+def sigterm_with_one_job_finishing_in_the_grace_period(
+    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned], job_type: str
+) -> tuple[Spawned, str, str]:
+    """Two ``job_type`` jobs running, SIGTERM, then one released inside the 1.5 s grace period:
+    the worker exits 0 and gives the other back. Returns the process and both job ids."""
+    finishing = enqueue(engine, job_type, {"gate": "soon"})
+    stuck = enqueue(engine, job_type, {"gate": "never"})
     process = spawn(OUTBOX_WORKER_SHUTDOWN_GRACE_SECONDS="1.5")
     assert wait_until(lambda: len(runs(run_dir)) == 2, timeout=20)
 
@@ -192,9 +194,19 @@ def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_res
     (run_dir / "release-soon").touch()  # finishes inside the grace period
     assert process.wait(15) == 0
 
-    assert job(engine, finishing).status is S.COMPLETED
     given_back = job(engine, stuck)
     assert (given_back.status, given_back.attempts, given_back.locked_by) == (S.PENDING, 0, None)
+    return process, finishing, stuck
+
+
+def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_rest_back(
+    engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
+) -> None:
+    _, finishing, _ = sigterm_with_one_job_finishing_in_the_grace_period(
+        engine, run_dir, spawn, "test.gated"
+    )
+
+    assert job(engine, finishing).status is S.COMPLETED
     with engine.connect() as conn:
         processing = conn.execute(
             sa.select(sa.func.count()).where(jobs.c.status == S.PROCESSING)
@@ -205,19 +217,11 @@ def test_sigterm_lets_running_jobs_finish_in_the_grace_period_then_gives_the_res
 def test_sigterm_lets_async_jobs_finish_in_the_grace_period_then_cancels_and_gives_back_the_rest(
     engine: Engine, run_dir: Path, spawn: Callable[..., Spawned]
 ) -> None:
-    finishing = enqueue(engine, "test.async_gated", {"gate": "soon"})
-    stuck = enqueue(engine, "test.async_gated", {"gate": "never"})
-    process = spawn(OUTBOX_WORKER_SHUTDOWN_GRACE_SECONDS="1.5")
-    assert wait_until(lambda: len(runs(run_dir)) == 2, timeout=20)
-
-    process.send_signal(signal.SIGTERM)
-    assert wait_until(lambda: "worker stopping" in process.log())
-    (run_dir / "release-soon").touch()  # finishes inside the grace period
-    assert process.wait(15) == 0
+    process, finishing, stuck = sigterm_with_one_job_finishing_in_the_grace_period(
+        engine, run_dir, spawn, "test.async_gated"
+    )
 
     assert job(engine, finishing).result == {"done_by": process.pid}
-    given_back = job(engine, stuck)
-    assert (given_back.status, given_back.attempts, given_back.locked_by) == (S.PENDING, 0, None)
     pid = str(process.pid)
     assert sorted(runs(run_dir)) == sorted([
         ["start", finishing, "1", pid], ["start", stuck, "1", pid],
