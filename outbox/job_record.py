@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -68,7 +67,7 @@ class ClaimedJob(NamedTuple):
     attempt: int
     max_attempts: int
     headers_json: str
-    lease_token: uuid.UUID
+    lease_token: str  # a uuid, as text: see outbox.schema
     locked_until: datetime
     created_at: datetime | None = None
     published_at: datetime | None = None  # None: never published (the table source)
@@ -81,7 +80,7 @@ class Lease(NamedTuple):
     """
 
     id: int
-    lease_token: uuid.UUID
+    lease_token: str
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ _CLAIMED_COLUMNS = (  # in the order of ClaimedJob's fields: a row builds one po
     jobs.c.attempts,
     jobs.c.max_attempts,
     sa.cast(jobs.c.headers, sa.Text).label("headers_json"),
-    jobs.c.lease_token,
+    # As text from the server: psycopg would parse a uuid.UUID in Python, for each job.
+    sa.cast(jobs.c.lease_token, sa.Text).label("lease_token"),
     jobs.c.locked_until,
     jobs.c.created_at,
     jobs.c.published_at,
@@ -340,7 +341,7 @@ def _holds_lease(lease: Lease) -> sa.ColumnElement[bool]:
     return sa.and_(
         jobs.c.id == lease.id,
         jobs.c.status == S.PROCESSING,
-        jobs.c.lease_token == sa.literal(lease.lease_token, pg.UUID(as_uuid=True)),
+        jobs.c.lease_token == sa.literal(lease.lease_token, pg.UUID(as_uuid=False)),
     )
 
 
@@ -369,7 +370,7 @@ def mark_completed(
     # One JSON document, [[id, token, result JSON text or null], ...], built by one call of
     # the C encoder (as a batch insert's): psycopg adapted Python lists element by element in
     # Python, a quarter of the outcome writer's time per job (README, "Benchmarks").
-    done = [[c.lease.id, str(c.lease.lease_token), c.result_json] for c in completions]
+    done = [[c.lease.id, c.lease.lease_token, c.result_json] for c in completions]
     parameters = {"done": json.dumps(done), "done_now": now}
     # All rows at once: iterating the result fetches them one by one, a call each.
     return sorted(conn.execute(_complete_statement(), parameters).scalars().all())
@@ -462,7 +463,7 @@ def _leases_table(leases: Sequence[Lease], name: str) -> sa.TableValuedAlias:
     return (
         sa.func.unnest(
             _ids_array([le.id for le in leases]),
-            sa.literal([le.lease_token for le in leases], pg.ARRAY(pg.UUID(as_uuid=True))),
+            sa.literal([le.lease_token for le in leases], pg.ARRAY(pg.UUID(as_uuid=False))),
         )
         .table_valued("id", "lease_token", name=name)
         .render_derived()
@@ -928,9 +929,9 @@ def backlog_stats(conn: Connection, *, now: datetime | None = None) -> BacklogSt
     return BacklogStats(counts=counts, oldest_pending_age_seconds=oldest)
 
 
-def new_lease_token() -> uuid.UUID:
+def new_lease_token() -> str:
     """A token no lease holds; tests use it to play a zombie worker."""
-    return uuid.uuid4()
+    return str(uuid.uuid4())
 
 
 # --- gateway and operators -----------------------------------------------------------------------

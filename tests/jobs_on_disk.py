@@ -23,7 +23,7 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 class PlacedJob:
     id: int
     job_id: str
-    lease_token: uuid.UUID | None
+    lease_token: str | None
 
 
 def place_job(
@@ -38,7 +38,7 @@ def place_job(
 ) -> PlacedJob:
     """Insert one job already in ``status``, as the system would have left it there."""
     job_id = columns.pop("job_id", str(uuid.uuid4()))
-    token = uuid.uuid4() if status is JobStatus.PROCESSING else None
+    token = str(uuid.uuid4()) if status is JobStatus.PROCESSING else None
     values: dict[str, Any] = {
         "job_id": job_id,
         "type": "test.job",
@@ -73,7 +73,7 @@ def status_of(conn: sa.Connection, row_id: int) -> JobStatus | None:
 def lease_of(job: PlacedJob) -> Lease:
     """The job's lease; a job not in PROCESSING has no token, so a fresh one stands in for
     whatever a caller holds."""
-    return Lease(job.id, job.lease_token or uuid.uuid4())
+    return Lease(job.id, job.lease_token or str(uuid.uuid4()))
 
 
 def stored_job(engine: Engine, job_id: str) -> JobRecord:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -77,7 +76,7 @@ class DeliveryClaims:
         self._max_waiting = max_waiting
         self._waiting: list[Delivery] = []  # handled types, no room yet: neither claimed nor done
         self._lock = threading.Lock()
-        self._claimed: dict[uuid.UUID, Delivery] = {}  # lease token -> the delivery it came by
+        self._claimed: dict[str, Delivery] = {}  # lease token -> the delivery it came by
         self._foreign_types: set[str] = set()
 
     def room_to_read(self, limit: int) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ class RunningJobs:
         self._on_free = on_free
         # A plain lock: nothing here re-enters, and every job takes it twice from its thread.
         self._changed = threading.Condition(threading.Lock())
-        self._jobs: dict[uuid.UUID, RunningJob] = {}
+        self._jobs: dict[str, RunningJob] = {}
         self._busy = 0
         self._peak = 0
 

@@ -105,6 +105,8 @@ def test_claim_counts_the_attempt_and_takes_a_fresh_lease(conn: sa.Connection) -
         claimed.lease_token,
         T0,
     )
+    # Text, as every lease the worker keys its jobs by: a uuid.UUID would not find a str key.
+    assert isinstance(claimed.lease_token, str)
 
 
 def test_claim_takes_max_attempts_from_the_per_type_policy(conn: sa.Connection) -> None:

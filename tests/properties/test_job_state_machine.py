@@ -15,7 +15,6 @@ match it:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,7 +45,7 @@ WORKERS = ("w1", "w2", "w3")
 class ModelJob:
     status: S = S.PENDING
     attempts: int = 0
-    token: uuid.UUID | None = None
+    token: str | None = None
     locked_until: datetime | None = None
     run_at: datetime | None = None  # None: due since the insert
     completions: int = 0
