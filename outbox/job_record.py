@@ -68,9 +68,8 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     headers_json: str
     lease_token: str  # a uuid, as text: see outbox.schema
-    locked_until: datetime
-    created_at: datetime | None = None
-    published_at: datetime | None = None  # None: never published (the table source)
+    # When the job was published, else created: where the metrics' commit-to-finish starts.
+    since: datetime | None = None
 
 
 class Lease(NamedTuple):

@@ -43,9 +43,8 @@ _CLAIMED_COLUMNS = (  # in the order of ClaimedJob's fields: a row builds one po
     sa.cast(jobs.c.headers, sa.Text).label("headers_json"),
     # As text from the server: psycopg would parse a uuid.UUID in Python, for each job.
     sa.cast(jobs.c.lease_token, sa.Text).label("lease_token"),
-    jobs.c.locked_until,
-    jobs.c.created_at,
-    jobs.c.published_at,
+    # One timestamp, not three: psycopg builds each in Python's datetime, per job.
+    sa.func.coalesce(jobs.c.published_at, jobs.c.created_at).label("since"),
 )
 
 

@@ -284,7 +284,7 @@ class Worker:
     def _prepare(self, claimed: ClaimedJob, traced: bool) -> RunningJob | None:
         """The job to run; None when its outcome is decided here (no handler, rate limited)."""
         lease = Lease(claimed.id, claimed.lease_token)
-        since = claimed.published_at or claimed.created_at
+        since = claimed.since
         job = Job.claimed(claimed, partial(self._write_progress, lease))
         spec = self._registry.get(claimed.type)
         if spec is None:

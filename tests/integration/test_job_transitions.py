@@ -97,9 +97,9 @@ def test_claim_counts_the_attempt_and_takes_a_fresh_lease(conn: sa.Connection) -
     )  # fmt: skip
 
     assert (claimed.id, claimed.attempt, claimed.max_attempts) == (job.id, 1, 4)
-    assert claimed.locked_until == T0 + LEASE
     row = read_row(conn, job.id)
     assert row is not None
+    assert row["locked_until"] == T0 + LEASE
     assert (row["locked_by"], row["lease_token"], row["started_at"]) == (
         "w1",
         claimed.lease_token,
@@ -107,6 +107,23 @@ def test_claim_counts_the_attempt_and_takes_a_fresh_lease(conn: sa.Connection) -
     )
     # Text, as every lease the worker keys its jobs by: a uuid.UUID would not find a str key.
     assert isinstance(claimed.lease_token, str)
+
+
+def test_a_claim_starts_the_jobs_latency_at_its_publication_else_at_its_creation(
+    conn: sa.Connection,
+) -> None:
+    created, published_at = T0 - timedelta(hours=1), T0 - timedelta(minutes=1)
+    published = place_job(conn, S.PUBLISHED, attempts=0, created_at=created,
+                          published_at=published_at)  # fmt: skip
+    never_published = place_job(conn, S.PENDING, attempts=0, created_at=created)
+
+    claimed = queries.claim_by_job_ids(
+        conn, job_ids=[published.job_id, never_published.job_id], worker_id="w1", lease=LEASE,
+        default_max_attempts=4, now=T0,
+    )  # fmt: skip
+
+    since = {c.job_id: c.since for c in claimed}
+    assert since == {published.job_id: published_at, never_published.job_id: created}
 
 
 def test_claim_takes_max_attempts_from_the_per_type_policy(conn: sa.Connection) -> None:

@@ -21,8 +21,8 @@ HEADERS = '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331
 
 
 def claimed(payload_json: str = PAYLOAD, headers_json: str = HEADERS) -> ClaimedJob:
-    now = datetime.now(UTC)
-    return ClaimedJob(7, "j-7", "t", payload_json, "k", None, 2, 5, headers_json, uuid.uuid4(), now)
+    token, now = str(uuid.uuid4()), datetime.now(UTC)
+    return ClaimedJob(7, "j-7", "t", payload_json, "k", None, 2, 5, headers_json, token, now)
 
 
 def test_payload_and_headers_read_as_json_loads_reads_them() -> None:
