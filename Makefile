@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: chaos dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker bench-shapes clean
+.PHONY: chaos dev test lint typecheck imports pytest migrations-check bench bench-quick bench-relay bench-gateway bench-worker bench-shapes bench-claim-rows clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ bench-worker: $(STAMP)
 # (what the shape alone costs); about 4 minutes. Quick look: BENCH_ARGS="--jobs 10000 --rounds 2".
 bench-shapes: $(STAMP)
 	$(BIN)/python -m bench.pipeline_shapes $(BENCH_ARGS)
+
+bench-claim-rows: $(STAMP)
+	$(BIN)/python -m bench.claim_rows $(BENCH_ARGS)
 
 # The fault-injection scenarios at full size (the default suite runs them short); each prints
 # its checker's summary line and writes a JSON report to $(CHAOS_REPORT_DIR).
