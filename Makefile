@@ -65,6 +65,7 @@ bench-worker: $(STAMP)
 bench-shapes: $(STAMP)
 	$(BIN)/python -m bench.pipeline_shapes $(BENCH_ARGS)
 
+# The claim loop's CPU per job reading the claim's rows, by the types they come back as; seconds.
 bench-claim-rows: $(STAMP)
 	$(BIN)/python -m bench.claim_rows $(BENCH_ARGS)
 

@@ -38,13 +38,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.dialects import postgresql as pg
 
-from bench import databases
+from bench import databases, raw_limits
 from bench.databases import fresh_database, make_template
 from outbox import queries
 from outbox.database import create_engine
 from outbox.embedded_servers import embedded_postgres
+from outbox.job_record import ClaimedJob
 
-TOKEN = 9  # the lease token's place in the claim's columns (ClaimedJob's field order)
+TOKEN = ClaimedJob._fields.index("lease_token")  # its place in a claimed row
 WORKER = "as the worker does"
 
 
@@ -70,17 +71,8 @@ def variants() -> dict[str, sa.Executable]:
 
 
 def fill(url: str, count: int) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO outbox_jobs (job_id, type, payload, key)"
-                " SELECT 'j' || g, 'bench.noop', jsonb_build_object('i', g), 'k' || (g % 64)"
-                " FROM generate_series(1, :count) AS g"
-            ),
-            {"count": count},
-        )
-    engine.dispose()
+    """``count`` PENDING no-op jobs, the table analysed: the claims to come find them at once."""
+    raw_limits.fill(url, count)
     databases.settle(url)
 
 
