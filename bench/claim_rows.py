@@ -38,11 +38,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.dialects import postgresql as pg
 
-from bench import databases, raw_limits
-from bench.databases import fresh_database, make_template
+from bench import databases, raw_limits, report
 from outbox import queries
 from outbox.database import create_engine
-from outbox.embedded_servers import embedded_postgres
 from outbox.job_record import ClaimedJob
 
 TOKEN = ClaimedJob._fields.index("lease_token")  # its place in a claimed row
@@ -111,18 +109,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=400, help="claims per variant")
     parser.add_argument("--batch", type=int, default=50, help="jobs per claim")
     args = parser.parse_args()
-    with embedded_postgres() as pg:
-        make_template(pg.url)
-        with fresh_database(pg.url, databases.TEMPLATE) as url:
-            per_job = measure(url, args.rounds, args.batch)
+    with databases.embedded_outbox_database() as url:
+        per_job = measure(url, args.rounds, args.batch)
     table = Table(title=f"claim rows: {args.rounds} alternating claims of {args.batch} each")
     for column in ("claim returns", "us of CPU per job", "paired ratio to the worker's"):
         table.add_column(column, justify="left" if column == "claim returns" else "right")
     for name, figures in per_job.items():
-        ratios = [a / b for a, b in zip(figures, per_job[WORKER], strict=True)]
-        table.add_row(
-            name, f"{statistics.median(figures):.2f}", f"{statistics.median(ratios):.2f}x"
-        )
+        ratio = report.paired_ratio(figures, per_job[WORKER])
+        table.add_row(name, f"{statistics.median(figures):.2f}", f"{ratio:.2f}x")
     Console().print(table)
 
 

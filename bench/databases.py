@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from outbox import migrations_runner
 from outbox.database import execute_autocommit
+from outbox.embedded_servers import embedded_postgres
 
 TEMPLATE = "outbox_bench_template"
 _database_numbers = itertools.count()
@@ -42,6 +43,15 @@ def fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]
         yield database_url(admin_url, name)
     finally:
         execute_autocommit(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def embedded_outbox_database() -> Iterator[str]:
+    """A migrated outbox database on an embedded PostgreSQL of its own: a standalone bench's."""
+    with embedded_postgres() as pg:
+        make_template(pg.url)
+        with fresh_database(pg.url, TEMPLATE) as url:
+            yield url
 
 
 def settle(url: str) -> None:

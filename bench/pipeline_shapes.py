@@ -45,11 +45,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import databases, raw_limits, worker_bench
-from bench.databases import fresh_database, make_template
+from bench import databases, raw_limits, report, worker_bench
 from bench.drains import Setup
 from outbox.database import create_engine
-from outbox.embedded_servers import embedded_postgres
 from outbox.states import JobStatus
 from worker.claim_pace import IN_HAND_PER_SLOT
 
@@ -274,8 +272,7 @@ class Drains:
     rates: dict[str, list[float]]
 
     def paired_ratio(self, name: str) -> float:
-        pairs = zip(self.rates[name], self.rates[BASELINE], strict=True)
-        return statistics.median(a / b for a, b in pairs)
+        return report.paired_ratio(self.rates[name], self.rates[BASELINE])
 
 
 def drain_once(url: str, shape: Shape, jobs: int, concurrency: int) -> float:
@@ -309,10 +306,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved drains per shape")
     parser.add_argument("--concurrency", type=int, default=100, help="pool threads and batch (C)")
     args = parser.parse_args()
-    with embedded_postgres() as pg:
-        make_template(pg.url)
-        with fresh_database(pg.url, databases.TEMPLATE) as url:
-            drains = measure(url, args.jobs, args.rounds, args.concurrency)
+    with databases.embedded_outbox_database() as url:
+        drains = measure(url, args.jobs, args.rounds, args.concurrency)
     table = Table(title=f"pipeline shapes, {args.jobs:,} no-op jobs, C={args.concurrency}, "
                   f"{args.rounds} interleaved rounds")  # fmt: skip
     for column in ("shape", "median jobs/s", "paired ratio to the worker", "rounds"):

@@ -59,6 +59,11 @@ def _best(rows: list[Row]) -> float | None:
     return min(medians) if rows[0].lower_is_better else max(medians)
 
 
+def paired_ratio(figures: list[float], baseline: list[float]) -> float:
+    """The median of the per-round ratios: each round's figures met the same machine noise."""
+    return statistics.median(a / b for a, b in zip(figures, baseline, strict=True))
+
+
 def ratio(row: Row, reference: float | None) -> float | None:
     """How ``row`` compares with ``reference``; above 1 means better, whatever the unit."""
     median = row.median()
