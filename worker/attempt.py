@@ -33,6 +33,10 @@ class Completed:
     result_json: str | None
 
 
+NOTHING_RETURNED = Completed(None)
+"""The outcome of every handler that returns None: one shared, immutable, made once."""
+
+
 @dataclass(frozen=True)
 class Failed:
     """The attempt failed: retried with backoff while attempts remain, unless ``permanent``."""
@@ -63,7 +67,9 @@ def run_attempt(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome
             result = spec.func(job)
     except BaseException as exc:  # SystemExit in a handler thread must not kill the thread
         return _ended_by(exc)
-    if result is not None and inspect.isawaitable(result):
+    if result is None:
+        return NOTHING_RETURNED
+    if inspect.isawaitable(result):
         return _awaitable_returned(result)
     return Completed(_result_json(job, result))
 
@@ -82,6 +88,8 @@ async def run_attempt_async(spec: HandlerSpec, job: Job, *, traced: bool = False
             result = await spec.func(job)
     except BaseException as exc:
         return _ended_by(exc)
+    if result is None:
+        return NOTHING_RETURNED
     return Completed(_result_json(job, result))
 
 

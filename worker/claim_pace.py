@@ -21,8 +21,6 @@ bounded all the same.
 
 from __future__ import annotations
 
-import threading
-
 SMOOTHING = 0.2
 """Weight of the newest observation in each moving average."""
 
@@ -31,27 +29,29 @@ IN_HAND_PER_SLOT = 3
 
 
 class ClaimPace:
-    """Moving averages of the claim round trip and the handler run time; thread-safe."""
+    """Moving averages of the claim round trip and the handler run time, from any thread.
+
+    No lock: every handler's return reports here, and a lock taken per job cost the handler
+    threads more than the average is worth. Each average is one attribute, replaced whole (one
+    store under the GIL); two threads reporting at once may lose one sample, which a moving
+    average does not miss.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._claim_seconds: float | None = None
         self._run_seconds: float | None = None
 
     def claimed(self, seconds: float) -> None:
         """A full claim took ``seconds`` (one that came back short may have waited for work)."""
-        with self._lock:
-            self._claim_seconds = _moved(self._claim_seconds, seconds)
+        self._claim_seconds = _moved(self._claim_seconds, seconds)
 
     def ran(self, seconds: float) -> None:
         """A handler returned after ``seconds``."""
-        with self._lock:
-            self._run_seconds = _moved(self._run_seconds, seconds)
+        self._run_seconds = _moved(self._run_seconds, seconds)
 
     def ahead(self, concurrency: int) -> int:
         """Jobs the threads should finish within one claim's round trip (0 until both known)."""
-        with self._lock:
-            claim, run = self._claim_seconds, self._run_seconds
+        claim, run = self._claim_seconds, self._run_seconds
         if claim is None or run is None:
             return 0
         if run <= 0:

@@ -24,7 +24,7 @@ from outbox.backoff import BackoffPolicy
 from outbox.database import HeldConnection
 from outbox.job_record import Lease
 from worker.attempt import Completed, Failed, Outcome, Snoozed
-from worker.metrics import JobOutcome, WorkerMetrics
+from worker.metrics import JobOutcome, RecordedOutcome, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +150,15 @@ class OutcomeWriter:
         # All completions (the usual batch): one statement, atomic alone, on the held autocommit
         # connection. With a failure or snooze among them, one transaction, so a retry of the
         # batch after an error never finds its own completions done and reports them fenced.
-        only_completions = all(isinstance(r.outcome, Completed) for r in batch)
+        completions = [
+            queries.Completion(r.lease, r.outcome.result_json)
+            for r in batch
+            if isinstance(r.outcome, Completed)
+        ]
+        only_completions = len(completions) == len(batch)
         with self._connection.use() if only_completions else self._engine.begin() as conn:
-            completions = [
-                queries.Completion(r.lease, r.outcome.result_json)
-                for r in batch
-                if isinstance(r.outcome, Completed)
-            ]
             done = set(queries.mark_completed(conn, completions, now=now))
-            written = []
+            written: list[RecordedOutcome] = []
             for report in batch:
                 if isinstance(report.outcome, Completed):
                     held = report.lease.id in done
@@ -167,16 +167,9 @@ class OutcomeWriter:
                     outcome = self._write_other(conn, report, report.outcome, now)
                 if outcome is JobOutcome.FENCED:
                     log.warning("lease lost; outcome discarded", extra=_context(report))
-                written.append((report, outcome))
-        self._count(written)
-
-    def _count(self, written: list[tuple[Report, JobOutcome]]) -> None:
-        if self._metrics is None:
-            return
-        self._metrics.record_outcomes(
-            (report.job_type, outcome, report.run_seconds, report.since)
-            for report, outcome in written
-        )
+                written.append((report.job_type, outcome, report.run_seconds, report.since))
+        if self._metrics is not None:  # counted once committed, never before
+            self._metrics.record_outcomes(written)
 
     def _write_alone(self, report: Report) -> None:
         try:

@@ -82,12 +82,16 @@ class RunningJobs:
 
     def start(self, running: RunningJob) -> bool:
         """A thread takes this job: False when it was settled meanwhile (given back at shutdown),
-        so its handler must not run; the thread still calls :meth:`returned`."""
-        with self._changed:
-            if running.settled:
-                return False
-            running.started = time.monotonic()
-            return True
+        so its handler must not run; the thread still calls :meth:`returned`.
+
+        Without the lock, which every job took here: it would order nothing more. Shutdown
+        settles a job whether or not a thread has just started it (it cancels those), and an
+        outcome reported after that is discarded by :meth:`finish`, under the lock.
+        """
+        if running.settled:
+            return False
+        running.started = time.monotonic()
+        return True
 
     def returned(self, running: RunningJob) -> None:
         with self._changed:
@@ -128,7 +132,8 @@ class RunningJobs:
         # A thread still inside a timed-out handler keeps its slot: threads stay bounded.
         if running.returned and running.written:
             del self._jobs[running.lease.lease_token]
-            self._changed.notify_all()
+            if not self._jobs:  # the one wait (wait_until_empty) waits for none in hand
+                self._changed.notify_all()
             return True
         return False
 

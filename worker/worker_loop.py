@@ -332,9 +332,10 @@ class Worker:
         try:
             if outcome is None:
                 return
-            self._pace.ran(time.monotonic() - running.started)
+            run_seconds = time.monotonic() - running.started
+            self._pace.ran(run_seconds)
             failpoint("worker.after_handler")
-            report = _running_report(running, outcome)
+            report = _report(running.job, running.lease, outcome, running.since, run_seconds)
             finishing = True  # finish counts the job returned, whatever happens inside
             if not self._running.finish(running, partial(self._writer.put, report)):
                 log.warning(

@@ -3,6 +3,8 @@ finished by the time the claim returns, within three times the concurrency in ha
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from worker.claim_pace import ClaimPace, claim_budget
@@ -66,3 +68,22 @@ def test_the_averages_move_a_fifth_of_the_way_to_each_new_observation() -> None:
 def test_budget(busy: int, in_hand: int, batch: int, ahead: int, budget: int) -> None:
     found = claim_budget(concurrency=10, busy=busy, in_hand=in_hand, batch=batch, ahead=ahead)
     assert found == budget
+
+
+def test_handlers_returning_on_many_threads_at_once_keep_the_average_among_their_times() -> None:
+    pace = ClaimPace()
+    pace.claimed(0.001)
+    go = threading.Barrier(8)
+
+    def report(run_seconds: float) -> None:
+        go.wait(10)
+        for _ in range(2_000):
+            pace.ran(run_seconds)
+
+    threads = [threading.Thread(target=report, args=(0.002 + 0.0002 * n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Every time reported was 2.0-3.4 ms, so the average is too: 100 x 1 ms / 3.4-2.0 ms.
+    assert 29 <= pace.ahead(100) <= 50

@@ -19,6 +19,7 @@ from outbox.states import JobStatus
 from tests.waiting import wait_until
 from tests.worker.conftest import FAST, Runs, StartWorker, enqueue, went_round
 from worker import HandlerRegistry, Job, Worker
+from worker.handlers import HandlerSpec
 from worker.running import RunningJob, RunningJobs
 
 S = JobStatus
@@ -133,3 +134,26 @@ def test_a_thread_never_starts_a_job_settled_while_it_waited() -> None:
     running.returned(waiting)  # the thread still hands its slot back
     assert running.busy() == 0
     assert job.cancelled.is_set()
+
+
+def test_a_shutdown_waiting_for_an_empty_hand_wakes_when_the_last_job_is_freed() -> None:
+    running = RunningJobs(on_free=lambda: None)
+    no_spec: HandlerSpec = None  # type: ignore[assignment]  # never run here
+    jobs = [Job(n, f"j{n}", "t", {}, "k", 1, 3, {}) for n in (1, 2)]
+    held = [RunningJob(job=job, spec=no_spec, lease=Lease(job.id, f"t{job.id}")) for job in jobs]
+    running.add_all(held)
+    emptied: list[bool] = []
+    done = threading.Event()
+
+    def shutdown() -> None:
+        emptied.append(running.wait_until_empty(30))
+        done.set()
+
+    threading.Thread(target=shutdown, daemon=True).start()
+    for job in held:
+        running.returned(job)
+    running.written([held[0].lease])
+    assert running.wait_until_empty(0) is False  # one still in hand
+    running.written([held[1].lease])
+    assert done.wait(10), "the waiter was not woken when the hand emptied"
+    assert emptied == [True]
