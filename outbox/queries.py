@@ -111,7 +111,8 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob], *, notify: bool = 
     scalars, bodies = _rows_json(new_jobs)
     params = {"scalars": scalars, "bodies": bodies, "channel": NOTIFY_CHANNEL}
     statement = _INSERT_NOTIFY if notify else _INSERT
-    return [row[0] for row in conn.execute(statement, params)]
+    # All rows at once: iterating the result fetches them one by one, a call each.
+    return list(conn.execute(statement, params).scalars().all())
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
