@@ -143,15 +143,40 @@ def _utc_run_at(value: object) -> datetime:
         raise InvalidJobError("run_at", "is outside the years 1-9999 in UTC") from None
 
 
-_PAYLOAD_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-"""One encoder for every payload: ``json.dumps`` with options builds a new one per call."""
+def _refuse(value: object) -> None:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json's own C encoder, made once: ``JSONEncoder.encode`` makes a new one for every call, which
+# was a sixth of validating a job in ``enqueue_many`` (0.9 of 5.1 us). No circular-reference
+# markers: they are state, shared by every thread, and left behind by an error; a circular
+# payload ends in RecursionError instead, refused below as too deep. The same output as
+# ``json.dumps(payload, allow_nan=False, separators=(",", ":"))`` (tested side by side).
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+if _C_ENCODER is not None:
+    _encode_chunks = _C_ENCODER(
+        None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def _payload_json(payload: Any) -> str:
+        return "".join(_encode_chunks(payload, 0))
+
+else:  # a Python without json's C speedups
+    _FALLBACK_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+    def _payload_json(payload: Any) -> str:
+        return _FALLBACK_ENCODER.encode(payload)
 
 
 def _encode_payload(payload: Any, max_bytes: int) -> str:
     try:
-        encoded = _PAYLOAD_ENCODER.encode(payload)
+        encoded = _payload_json(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError("payload", f"is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise InvalidJobError(
+            "payload", "is nested too deeply to encode (or contains itself)"
+        ) from None
     if len(encoded.encode()) > max_bytes:
         raise InvalidJobError("payload", f"is larger than the limit of {max_bytes} bytes")
     # json escapes NUL as \u0000 and surrogates as \udXXX, and so may a literal backslash

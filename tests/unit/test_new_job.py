@@ -23,6 +23,46 @@ def test_payload_is_encoded_once_as_compact_json() -> None:
     assert json.loads(job.payload_json) == {"a": [1, 2.5, None, "é"]}
 
 
+PAYLOADS = [
+    {"a": [1, 2.5, None, "é"], "b": {"c": True, "d": False}},
+    {"to": "user@example.com", "n": 0, "line\u2028sep": "tab\t", "emoji": "\U0001f600"},
+    {3: "int key", 2.5: "float key", True: "bool key", None: "null key"},
+    "a string",
+    10**30,
+    -0.0,
+    1e300,
+    [[[]], {}, ""],
+    ("a", "tuple"),
+    None,
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_payload_json_is_what_json_dumps_gives_compact(payload: object) -> None:
+    expected = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    assert NewJob.build("t", payload).payload_json == expected
+
+
+def test_a_payload_that_contains_itself_is_refused_naming_the_payload() -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with pytest.raises(InvalidJobError, match="payload: is nested too deeply"):
+        NewJob.build("t", loop)
+    # and the encoder still works afterwards (no state left behind by the error)
+    assert NewJob.build("t", {"after": 1}).payload_json == '{"after":1}'
+
+
+def test_a_payload_nested_deeper_than_python_can_encode_is_refused_naming_the_payload() -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(100_000):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    with pytest.raises(InvalidJobError) as caught:
+        NewJob.build("t", deep)
+    assert caught.value.field == "payload"
+
+
 def test_a_literal_backslash_u0000_text_is_not_mistaken_for_nul() -> None:
     job = NewJob.build("t", {"s": "\\u0000"})
     assert json.loads(job.payload_json) == {"s": "\\u0000"}
