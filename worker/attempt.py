@@ -67,11 +67,9 @@ def run_attempt(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome
             result = spec.func(job)
     except BaseException as exc:  # SystemExit in a handler thread must not kill the thread
         return _ended_by(exc)
-    if result is None:
-        return NOTHING_RETURNED
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):
         return _awaitable_returned(result)
-    return Completed(_result_json(job, result))
+    return _completed(job, result)
 
 
 async def run_attempt_async(spec: HandlerSpec, job: Job, *, traced: bool = False) -> Outcome:
@@ -88,9 +86,7 @@ async def run_attempt_async(spec: HandlerSpec, job: Job, *, traced: bool = False
             result = await spec.func(job)
     except BaseException as exc:
         return _ended_by(exc)
-    if result is None:
-        return NOTHING_RETURNED
-    return Completed(_result_json(job, result))
+    return _completed(job, result)
 
 
 def _ended_by(exc: BaseException) -> Outcome:
@@ -132,9 +128,12 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return message[:MAX_ERROR_CHARS], "\n".join(lines[-TRACEBACK_LINES:])
 
 
+def _completed(job: Job, result: object) -> Completed:
+    # Most handlers return None: one shared outcome, no object made per job.
+    return NOTHING_RETURNED if result is None else Completed(_result_json(job, result))
+
+
 def _result_json(job: Job, result: object) -> str | None:
-    if result is None:
-        return None
     try:
         return to_json_text(result)
     except ValueError as exc:
