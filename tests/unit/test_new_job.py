@@ -88,6 +88,22 @@ def test_payload_limit_is_configurable() -> None:
         NewJob.build("t", "x" * 120, limits=EnqueueLimits(max_payload_bytes=100))
 
 
+def test_payload_limit_counts_the_bytes_sent_for_non_ascii_text() -> None:
+    # "é" goes as the six bytes \u00e9: 15 of them and the quotes are 92 bytes, 17 are 104.
+    limits = EnqueueLimits(max_payload_bytes=100)
+    assert len(NewJob.build("t", "é" * 15, limits=limits).payload_json.encode()) == 92
+    with pytest.raises(InvalidJobError, match="100 bytes"):
+        NewJob.build("t", "é" * 17, limits=limits)
+
+
+@pytest.mark.parametrize("field", ["job_id", "key"])
+def test_identifiers_take_any_valid_unicode_and_refuse_unpaired_surrogates(field: str) -> None:
+    assert getattr(NewJob.build("t", {}, **{field: "commande-été-✓"}), field) == "commande-été-✓"
+    with pytest.raises(InvalidJobError) as caught:
+        NewJob.build("t", {}, **{field: "été\ud800"})
+    assert caught.value.field == field
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
