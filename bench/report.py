@@ -47,6 +47,14 @@ class Row:
     def median(self) -> float | None:
         return statistics.median(s.value for s in self.samples) if self.samples else None
 
+    def spread(self) -> float | None:
+        """(max - min) / median of the runs: a row whose runs met a busy machine shows it."""
+        median = self.median()
+        if len(self.samples) < 2 or not median:
+            return None
+        values = [s.value for s in self.samples]
+        return (max(values) - min(values)) / abs(median)
+
     def quantile(self, attribute: str) -> float | None:
         values = [v for s in self.samples if (v := getattr(s, attribute)) is not None]
         return statistics.median(values) if values else None
@@ -99,6 +107,7 @@ def to_json(rows: list[Row], meta: dict[str, Any]) -> dict[str, Any]:
                 "p99_ms": r.quantile("p99_ms"),
                 "runs": len(r.samples),
                 "samples": [s.value for s in r.samples],
+                "spread": r.spread(),
                 "raw_reference": list(r.raw),
                 "ratio_to_raw": computed[r.name][0],
                 "ratio_to_best_peer": computed[r.name][1],
@@ -126,6 +135,10 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
 def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
@@ -136,18 +149,22 @@ def show(rows: list[Row], meta: dict[str, Any], console: Console) -> None:
     title = (f"outbox benchmark suite{mode}, median of {meta['runs']} run(s)\n{m['date']}  "
              f"{m['cores']} cores, {m['cpu']}, PostgreSQL {m['postgresql']}")  # fmt: skip
     table = Table(title=title)
-    for column in ("row", "unit", "median", "p50 ms", "p99 ms", "runs", "vs raw", "vs best peer",
-                   "notes"):  # fmt: skip
+    for column in ("row", "unit", "median", "spread", "p50 ms", "p99 ms", "runs", "vs raw",
+                   "vs best peer", "notes"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("row", "unit", "notes") else "right")
     computed = ratios(rows)
     for r in rows:
         to_raw, to_peer = computed[r.name]
         unit = "p50 ms" if r.lower_is_better else r.unit
-        table.add_row(r.name, unit, _figure(r.median(), r.unit), _ms(r.quantile("p50_ms")),
+        table.add_row(r.name, unit, _figure(r.median(), r.unit), _percent(r.spread()),
+                      _ms(r.quantile("p50_ms")),
                       _ms(r.quantile("p99_ms")), str(len(r.samples)), _times(to_raw),
                       _times(to_peer), r.notes)  # fmt: skip
     console.print(table)
     for r in rows:
         if r.not_run:  # too long for a cell
             console.print(f"{r.name}: not run: {r.not_run}", highlight=False)
-    console.print("Ratios: above 1.00x is better than the reference (for latency: reference/row).")
+    console.print(
+        "Ratios: above 1.00x is better than the reference (for latency: reference/row). "
+        "Spread: (max - min) / median of a row's runs."
+    )
