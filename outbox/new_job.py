@@ -26,6 +26,11 @@ MAX_ATTEMPTS_LIMIT = 1000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _has_surrogate(text: str) -> bool:
+    # isascii() reads a flag CPython keeps on the string: ASCII text, most of it, skips the search.
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 @dataclass(frozen=True)
 class EnqueueLimits:
     """Bounds on what one job may carry; the gateway takes them from settings."""
@@ -120,8 +125,7 @@ def _check_identifier(field: str, value: object) -> str:
         raise InvalidJobError(field, f"must be at most {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         raise InvalidJobError(field, "must not contain NUL characters")
-    # isascii() reads a flag CPython keeps on the string: most ids skip the search.
-    if not value.isascii() and _SURROGATE.search(value):
+    if _has_surrogate(value):
         raise InvalidJobError(field, "must not contain unpaired surrogates (not valid UTF-8)")
     return value
 
@@ -208,7 +212,7 @@ def _refused_paths(value: Any, path: str) -> Iterator[tuple[str, str]]:
 def _refused_text(text: str, path: str) -> Iterator[tuple[str, str]]:
     if "\x00" in text:
         yield path, "must not contain NUL characters (jsonb refuses them)"
-    elif _SURROGATE.search(text):
+    elif _has_surrogate(text):
         yield path, "must not contain unpaired surrogates (jsonb refuses them)"
 
 
@@ -222,7 +226,7 @@ def _encode_headers(headers: Mapping[str, str] | None, max_bytes: int) -> str:
             raise InvalidJobError("headers", "must be a mapping of non-empty strings to strings")
         if "\x00" in name or "\x00" in value:
             raise InvalidJobError(f"headers.{name}", "must not contain NUL characters")
-        if _SURROGATE.search(name) or _SURROGATE.search(value):
+        if _has_surrogate(name) or _has_surrogate(value):
             raise InvalidJobError("headers", "must not contain unpaired surrogates")
     encoded = json.dumps(dict(headers), separators=(",", ":"))
     if len(encoded) > max_bytes:  # ASCII, as the payload's
